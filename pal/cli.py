@@ -1,0 +1,119 @@
+"""The ``pal`` command line.
+
+pal run --config configs/digits.yaml --set lambda2=0 --set seed=3 [--output result.json]
+pal list
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from pal.config import ConfigError, make_config, parse_override
+
+
+class ProgressBars:
+    """Two tqdm bars: rounds (outer) and the epochs of the current training phase (inner)."""
+
+    def __init__(self, rounds: int, enabled: bool = True):
+        self.enabled = enabled
+        self.rounds = tqdm(total=rounds, desc="rounds", unit="round", disable=not enabled)
+        self.epochs = tqdm(total=1, desc="epochs", unit="epoch", leave=False, disable=not enabled)
+        self.phase = None
+
+    def epoch(self, phase: str, epoch: int, epochs: int) -> None:
+        if phase != self.phase or epoch == 1:
+            self.phase = phase
+            self.epochs.reset(total=epochs)
+            self.epochs.set_description(f"{phase} epochs")
+        self.epochs.update(1)
+
+    def round_done(self, record, experiment) -> None:
+        self.rounds.update(1)
+        self.rounds.set_postfix(
+            labeled=record.n_labeled, test_acc=f"{record.test_accuracy:.4f}", refresh=False
+        )
+
+    def close(self) -> None:
+        self.epochs.close()
+        self.rounds.close()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pal.loop import Experiment
+
+    overrides = dict(parse_override(item) for item in args.set)
+    config = make_config(args.config, **overrides)
+    bars = ProgressBars(config.rounds + 1, enabled=not args.quiet)
+    try:
+        experiment = Experiment(config, progress=bars.epoch)
+        records = []
+        for record in experiment.rounds():
+            records.append(record)
+            bars.round_done(record, experiment)
+    finally:
+        bars.close()
+    result = experiment.result(records)
+    print(
+        f"pal run: dataset={config.dataset} strategy={config.strategy} seed={config.seed} "
+        f"device={experiment.device}"
+    )
+    print(result.table())
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(result.to_json(indent=2))
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from pal import list_backbones, list_datasets, list_strategies
+    from pal.config import field_names
+
+    listing = {
+        "datasets": list_datasets(),
+        "strategies": list_strategies(),
+        "backbones": list_backbones(),
+        "config keys": field_names(),
+    }
+    for what, names in listing.items():
+        print(f"{what}: {', '.join(names)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pal", description=__doc__.split("\n")[1].strip())
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one active-learning experiment")
+    run.add_argument("--config", help="YAML preset (e.g. configs/digits.yaml); default: built-in")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set lambda2=0 --set seed=3",
+    )
+    run.add_argument("--output", help="write the result as JSON to this path")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_cmd_run)
+
+    lister = sub.add_parser("list", help="list datasets, strategies, backbones and config keys")
+    lister.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"pal: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The experiment config: one flat dataclass of plain values.
+
+Flat keys so that a sweep can set any of them, YAML can hold them and MLflow can log them. The
+config is validated on construction (types and ranges); what needs the dataset (class names,
+pool size) is checked by :func:`pal.loop.Experiment` before any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value is missing, of the wrong type or out of range; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that decides an experiment. ``seed`` decides all randomness.
+
+    Pool sizes: ``initial_*`` and ``query_*`` are fractions of the pool (the training split less
+    the validation set); an explicit ``initial_size`` / ``query_size`` wins over the fraction.
+    """
+
+    # data
+    dataset: str = "digits"
+    data_dir: str = "data"
+    download: bool = False
+    pool_size: int | None = None
+    image_size: int | None = None
+    augment: str = "auto"
+    # active learning protocol
+    strategy: str = "pal"
+    initial_fraction: float = 0.1
+    initial_size: int | None = None
+    query_fraction: float = 0.05
+    query_size: int | None = None
+    rounds: int = 6
+    val_size: int = 100
+    seed: int = 0
+    label_noise: float = 0.0
+    missing_classes: tuple[str, ...] = ()
+    # networks and training
+    task_backbone: str = "cnn"
+    scoring_backbone: str = "cnn"
+    epochs_task: int = 30
+    epochs_scoring: int = 30
+    lr_task: float = 0.05
+    lr_scoring: float = 0.05
+    optimizer: str = "sgd"
+    lr_schedule: str = "cosine"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    device: str = "auto"
+    # PAL (Eq. 4 and Section 3.3)
+    lambda1: float = 1.0
+    lambda2: float = 1.0
+    subqueries: int = 5
+    finetune_scope: str = "head"
+    finetune_epochs: int = 5
+    finetune_lr_factor: float = 0.1
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(
+                self, f.name, _coerce(f.name, _hints()[f.name], getattr(self, f.name))
+            )
+        _check_ranges(self)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Config:
+        unknown = [k for k in values if k not in _field_names()]
+        if unknown:
+            raise ConfigError(_unknown_keys_message(unknown))
+        return cls(**dict(values))
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> Config:
+        return cls.from_dict(load_yaml(path))
+
+    def replace(self, **changes: Any) -> Config:
+        unknown = [k for k in changes if k not in _field_names()]
+        if unknown:
+            raise ConfigError(_unknown_keys_message(unknown))
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-safe values (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        out["missing_classes"] = list(self.missing_classes)
+        return out
+
+
+def make_config(config: Config | Mapping | str | os.PathLike | None = None, **overrides) -> Config:
+    """Build a :class:`Config` from a config, a dict, a YAML path or nothing; keywords override."""
+    if config is None:
+        base: dict[str, Any] = {}
+    elif isinstance(config, Config):
+        base = config.to_dict()
+    elif isinstance(config, Mapping):
+        base = dict(config)
+    elif isinstance(config, (str, os.PathLike)):
+        base = load_yaml(config)
+    else:
+        raise ConfigError(
+            f"config: expected a Config, a dict or a YAML path, got {type(config).__name__}"
+        )
+    base.update(overrides)
+    return Config.from_dict(base)
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config: no such YAML file {str(p)!r}")
+    with p.open() as fh:
+        values = yaml.safe_load(fh) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config: {str(p)!r} must hold a mapping of config keys, not {values!r}")
+    return values
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"lambda2=0"`` -> ``("lambda2", 0)``; the value is read as YAML (numbers, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if key not in _field_names():
+        raise ConfigError(_unknown_keys_message([key]))
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{key}: cannot read value {raw!r}: {err}") from None
+    return key, value
+
+
+def field_names() -> list[str]:
+    return list(_field_names())
+
+
+# ---------------------------------------------------------------------- internals
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("sgd", "adam"),
+    "lr_schedule": ("cosine", "constant"),
+    "device": ("auto", "cpu", "cuda"),
+    "finetune_scope": ("head", "all"),
+    "augment": ("auto", "none", "crop", "crop_flip"),
+}
+
+
+def _field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(Config))
+
+
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(Config)
+
+
+def _unknown_keys_message(keys: list[str]) -> str:
+    parts = []
+    for key in keys:
+        close = difflib.get_close_matches(key, _field_names(), n=1)
+        parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"unknown config key(s) {', '.join(parts)}; valid keys: {list(_field_names())}"
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """Check ``value`` against the field's type; ints are accepted for floats."""
+    args = typing.get_args(hint)
+    optional = isinstance(hint, types.UnionType) and type(None) in args
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name}: must be set (got null)")
+    base = next(a for a in args if a is not type(None)) if optional else hint
+    origin = typing.get_origin(base)
+    if origin is tuple:
+        if isinstance(value, (str, int)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        return tuple(str(v) for v in value)
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return int(value)
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if base is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _check_ranges(c: Config) -> None:
+    def need(ok: bool, field: str, allowed: str) -> None:
+        if not ok:
+            raise ConfigError(f"{field}: must be {allowed}, got {getattr(c, field)!r}")
+
+    for field, choices in CHOICES.items():
+        need(getattr(c, field) in choices, field, f"one of {list(choices)}")
+    need(0.0 < c.initial_fraction <= 1.0, "initial_fraction", "in (0, 1]")
+    need(0.0 < c.query_fraction <= 1.0, "query_fraction", "in (0, 1]")
+    need(c.initial_size is None or c.initial_size >= 1, "initial_size", ">= 1 or null")
+    need(c.query_size is None or c.query_size >= 1, "query_size", ">= 1 or null")
+    need(c.pool_size is None or c.pool_size >= 2, "pool_size", ">= 2 or null")
+    need(c.image_size is None or c.image_size >= 4, "image_size", ">= 4 or null")
+    need(c.rounds >= 0, "rounds", ">= 0")
+    need(c.val_size >= 0, "val_size", ">= 0")
+    need(c.seed >= 0, "seed", ">= 0")
+    need(0.0 <= c.label_noise < 1.0, "label_noise", "in [0, 1)")
+    need(c.lambda1 >= 0.0, "lambda1", ">= 0 (Eq. 3: lambda >= 0)")
+    need(c.lambda2 >= 0.0, "lambda2", ">= 0 (Eq. 4)")
+    need(c.subqueries >= 1, "subqueries", ">= 1")
+    need(c.finetune_epochs >= 0, "finetune_epochs", ">= 0")
+    need(c.finetune_lr_factor > 0.0, "finetune_lr_factor", "> 0")
+    need(c.epochs_task >= 1, "epochs_task", ">= 1")
+    need(c.epochs_scoring >= 1, "epochs_scoring", ">= 1")
+    need(c.lr_task > 0.0, "lr_task", "> 0")
+    need(c.lr_scoring > 0.0, "lr_scoring", "> 0")
+    need(0.0 <= c.momentum < 1.0, "momentum", "in [0, 1)")
+    need(c.weight_decay >= 0.0, "weight_decay", ">= 0")
+    need(c.batch_size >= 2, "batch_size", ">= 2")
+    need(c.eval_batch_size >= 1, "eval_batch_size", ">= 1")
+    need(len(set(c.missing_classes)) == len(c.missing_classes), "missing_classes", "unique")
+    need(bool(c.dataset), "dataset", "a dataset name")

@@ -1,0 +1,111 @@
+"""What an experiment returns: one record per round, JSON-ready."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+from pal.config import Config
+
+
+@dataclasses.dataclass
+class RoundRecord:
+    """One round: the query that grew ``D_L`` (empty for round 0) and the task network trained on it.
+
+    Attributes:
+        round: 0 is the initial pool; round ``r`` follows the ``r``-th query.
+        n_labeled: ``|D_L|`` after this round's query.
+        test_accuracy: the task network's accuracy on the clean test set.
+        val_accuracy: accuracy on the held-out validation set, against the oracle's labels
+            (NaN when ``val_size`` is 0). Hyperparameter searches optimise this, never the test.
+        query_class_rates: class name -> share of this round's query, by true class (sums to 1).
+        labeled_class_counts: class name -> samples of that true class in ``D_L``.
+        n_noisy_labels: samples of ``D_L`` whose oracle label differs from the true class.
+        selected: dataset indices (training split) this round's query added, in the order chosen.
+        seconds: wall time of the round: its query, the task training and the evaluation.
+        query_seconds / train_seconds: the two main parts of ``seconds``.
+        query_metrics: strategy-specific numbers, e.g. PAL's ``ss_sc_pearson``, ``ss_sc_spearman``
+            (the Table 1 correlations of ``S_S`` and ``S_C`` on the unlabeled pool).
+    """
+
+    round: int
+    n_labeled: int
+    test_accuracy: float
+    val_accuracy: float
+    query_class_rates: dict[str, float]
+    labeled_class_counts: dict[str, int]
+    n_noisy_labels: int
+    selected: list[int]
+    seconds: float
+    query_seconds: float = 0.0
+    train_seconds: float = 0.0
+    query_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _json_safe(v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+    """``rounds`` (``R + 1`` records for ``rounds=R``), the ``config`` and the dataset's classes."""
+
+    config: Config
+    rounds: list[RoundRecord]
+    classes: list[str]
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "classes": list(self.classes),
+            "device": self.device,
+            "rounds": [r.to_dict() for r in self.rounds],
+        }
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def table(self) -> str:
+        """The rounds as a plain-text table (what ``pal run`` prints at the end)."""
+        return format_table(self.rounds)
+
+
+def format_table(rounds: list[RoundRecord]) -> str:
+    extra = sorted({k for r in rounds for k in r.query_metrics})
+    head = ["round", "labeled", "val_acc", "test_acc", "noisy", "seconds", "top query classes"]
+    head[6:6] = extra
+    rows = []
+    for r in rounds:
+        top = sorted(r.query_class_rates.items(), key=lambda kv: -kv[1])[:3]
+        row = [
+            str(r.round),
+            str(r.n_labeled),
+            _fmt(r.val_accuracy),
+            _fmt(r.test_accuracy),
+            str(r.n_noisy_labels),
+            f"{r.seconds:.1f}",
+            ", ".join(f"{k}:{v:.2f}" for k, v in top) or "-",
+        ]
+        row[6:6] = [_fmt(r.query_metrics.get(k, math.nan)) for k in extra]
+        rows.append(row)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value

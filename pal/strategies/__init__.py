@@ -1,0 +1,24 @@
+"""Query strategies, registered by name; importing this package registers the built-in ones."""
+
+from pal.strategies import baselines, pal  # noqa: F401  (registration side effect)
+from pal.strategies.base import (
+    STRATEGIES,
+    PoolExhaustedError,
+    Query,
+    QueryContext,
+    Strategy,
+    build_strategy,
+    list_strategies,
+    register_strategy,
+)
+
+__all__ = [
+    "STRATEGIES",
+    "PoolExhaustedError",
+    "Query",
+    "QueryContext",
+    "Strategy",
+    "build_strategy",
+    "list_strategies",
+    "register_strategy",
+]

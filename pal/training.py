@@ -1,0 +1,170 @@
+"""Training and inference on device-resident tensors: one fitting loop for every network.
+
+Images stay ``uint8 [N, C, H, W]`` on the device; each step gathers a batch by index, augments it
+on the device (random crop with padding, horizontal flip), normalises it and runs the model. No
+DataLoader, no per-sample Python, no host synchronisation inside an epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ProgressFn = Callable[[str, int, int], None]
+"""``progress(phase, epoch, epochs)``, called after each epoch (``epoch`` counts from 1)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSpec:
+    """How to fit one network: optimizer, learning-rate schedule, epochs, batch size."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(
+                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            )
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        raise ValueError(f"optimizer: must be one of ['sgd', 'adam'], got {self.optimizer!r}")
+
+
+class Normalizer:
+    """``uint8 [B, C, H, W] -> float [B, C, H, W]``, standardised by the training set's channel
+    statistics."""
+
+    def __init__(self, x_train: torch.Tensor):
+        x = x_train.float().div_(255.0)
+        self.mean = x.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
+        self.std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1)
+
+    def to(self, device: torch.device) -> Normalizer:
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255.0 - self.mean) / self.std
+
+
+def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding (``H // 8`` px) and, for ``crop_flip``, a horizontal flip.
+
+    Args:
+        x: ``[B, C, H, W]`` (any dtype), on the generator's device.
+        mode: ``none``, ``crop`` or ``crop_flip``.
+
+    Returns:
+        ``[B, C, H, W]``, the same dtype; one random offset (and flip) per image.
+    """
+    if mode == "none":
+        return x
+    b, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # [B, H, 1]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # [B, 1, W]
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # [B, C, H, W]
+    if mode == "crop_flip":
+        flip = torch.rand(b, generator=generator, device=x.device) < 0.5
+        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
+    return out.contiguous()
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A shuffled epoch of positions ``[0, n)`` in batches, on the generator's device.
+
+    A trailing batch of one is folded into the previous one (BatchNorm cannot train on a single
+    sample with a 1x1 map).
+    """
+    order = torch.randperm(n, generator=generator, device=generator.device)
+    chunks = list(order.split(batch_size))
+    if len(chunks) > 1 and chunks[-1].numel() == 1:
+        chunks[-2] = torch.cat(chunks[-2:])
+        chunks.pop()
+    return chunks
+
+
+def fit(
+    module: nn.Module,
+    n: int,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    spec: FitSpec,
+    generator: torch.Generator,
+    params=None,
+    progress: ProgressFn | None = None,
+    phase: str = "train",
+) -> None:
+    """The one training loop: ``spec.epochs`` shuffled passes over ``n`` samples.
+
+    ``loss_fn(positions [B]) -> scalar`` builds the batch and the loss, so the same loop trains
+    the task network, the scoring network and the fine-tuned rotation head.
+    """
+    if n == 0:
+        return
+    module.train()
+    optimizer = spec.make_optimizer(params if params is not None else module.parameters())
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=spec.epochs)
+        if spec.schedule == "cosine"
+        else None
+    )
+    for epoch in range(1, spec.epochs + 1):
+        for positions in batches(n, spec.batch_size, generator):
+            loss = loss_fn(positions)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if progress is not None:
+            progress(phase, epoch, spec.epochs)
+
+
+def train_classifier(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    normalize: Normalizer,
+    spec: FitSpec,
+    augment_mode: str,
+    generator: torch.Generator,
+    progress: ProgressFn | None = None,
+) -> None:
+    """Cross-entropy training of ``model`` on ``x uint8 [N, C, H, W]``, ``y int64 [N]``."""
+
+    def loss_fn(pos: torch.Tensor) -> torch.Tensor:
+        inputs = normalize(augment(x[pos], augment_mode, generator))
+        return F.cross_entropy(model(inputs), y[pos])
+
+    fit(model, len(x), loss_fn, spec, generator, progress=progress, phase="task")
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int
+) -> torch.Tensor:
+    """Eval-mode logits ``[N, K]`` of ``x uint8 [N, C, H, W]``, in batches, no augmentation."""
+    model.eval()
+    outs = [model(normalize(chunk)) for chunk in x.split(batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of ``argmax logits [N, K]`` equal to ``y [N]``; NaN for an empty set."""
+    if len(y) == 0:
+        return float("nan")
+    return float((logits.argmax(dim=1) == y).float().mean())
