@@ -47,9 +47,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     overrides = dict(parse_override(item) for item in args.set)
     config = make_config(args.config, **overrides)
+    experiment = Experiment(config)  # validates everything before a bar is drawn
     bars = ProgressBars(config.rounds + 1, enabled=not args.quiet)
+    experiment.progress = bars.epoch
     try:
-        experiment = Experiment(config, progress=bars.epoch)
         records = []
         for record in experiment.rounds():
             records.append(record)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -126,7 +127,10 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config: no such YAML file {str(p)!r}")
     with p.open() as fh:
-        values = yaml.safe_load(fh) or {}
+        try:
+            values = yaml.load(fh, Loader=_YamlLoader) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config: cannot read {str(p)!r} as YAML: {err}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config: {str(p)!r} must hold a mapping of config keys, not {values!r}")
     return values
@@ -141,7 +145,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if key not in _field_names():
         raise ConfigError(_unknown_keys_message([key]))
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_YamlLoader) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"{key}: cannot read value {raw!r}: {err}") from None
     return key, value
@@ -152,6 +156,16 @@ def field_names() -> list[str]:
 
 
 # ---------------------------------------------------------------------- internals
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string (it wants a dot); learning rates are written so."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("sgd", "adam"),
     "lr_schedule": ("cosine", "constant"),

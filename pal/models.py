@@ -4,13 +4,11 @@ A backbone maps images ``[B, C, H, W]`` (float, normalised) to features ``[B, d]
 ``feature_dim = d``. Every backbone is built from scratch for a given number of input channels and
 image size, so one registry serves 8x8 digits and 32x32 CIFAR alike.
 
-| name          | what                                                                                |
-| ------------- | ----------------------------------------------------------------------------------- |
-| `cnn`         | a small 4-conv CNN for fast runs and tests                                          |
-| `resnet18`    | torchvision ResNet-18 with a 3x3 stride-1 stem and no max-pool (small images)       |
-| `resnet18_tv` | torchvision ResNet-18 as is (ImageNet stem): the authors' scoring network           |
-| `vgg16`       | torchvision VGG-16-BN convolutions, 512-d pooled feature, pooling only while >= 2px |
-| `vgg16_tv`    | torchvision VGG-16-BN as is, 25088x4096x4096 classifier: the authors' task network  |
+- ``cnn``: a small 4-conv CNN for fast runs and tests.
+- ``resnet18``: torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool (small images).
+- ``resnet18_tv``: torchvision's ResNet-18 as is (ImageNet stem), the authors' scoring network.
+- ``vgg16``: VGG-16-BN convolutions, a 512-d pooled feature; pools only while the map is >= 2 px.
+- ``vgg16_tv``: torchvision's VGG-16-BN as is, 25088x4096x4096 classifier (the authors' task net).
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ def list_backbones() -> list[str]:
 
 
 def build_backbone(name: str, in_channels: int, image_hw: tuple[int, int]) -> nn.Module:
-    """Build backbone ``name`` for images ``[B, in_channels, *image_hw]``; it has ``feature_dim``."""
+    """Backbone ``name`` for images ``[B, in_channels, *image_hw]``, with ``feature_dim``."""
     net = BACKBONES.get(name)(in_channels, image_hw)
     assert hasattr(net, "feature_dim"), f"backbone {name!r} must set feature_dim"
     return net

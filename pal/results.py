@@ -12,7 +12,7 @@ from pal.config import Config
 
 @dataclasses.dataclass
 class RoundRecord:
-    """One round: the query that grew ``D_L`` (empty for round 0) and the task network trained on it.
+    """One round: the query that grew ``D_L`` (none in round 0) and the task network trained then.
 
     Attributes:
         round: 0 is the initial pool; round ``r`` follows the ``r``-th query.

@@ -85,7 +85,9 @@ class Strategy(abc.ABC):
     def check_config(cls, config: Config, query_size: int, image_hw: tuple[int, int]) -> None:
         """Raise :class:`pal.config.ConfigError` for settings this strategy cannot run with.
 
-        Called by the loop before any training, once the sizes are known."""
+        Called by the loop before any training, once the sizes are known. Accepts everything
+        by default; strategies with constraints override it."""
+        return None
 
     def query(self, ctx: QueryContext, n: int) -> Query:
         """Choose ``n`` samples of ``ctx.unlabeled``; raises :class:`PoolExhaustedError`."""

@@ -113,7 +113,7 @@ class PALStrategy(Strategy):
                 f"image_size: PAL's rotation task needs square images, got {image_hw}; "
                 "set image_size to resize"
             )
-        if config.subqueries > query_size:
+        if config.rounds > 0 and config.subqueries > query_size:
             raise ConfigError(
                 f"subqueries: must be <= the query size ({query_size}), got {config.subqueries}"
             )

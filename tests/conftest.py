@@ -1,0 +1,51 @@
+"""Shared fixtures: small real data (scikit-learn's digits) and paths to ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import pal
+from pal.datasets import ImageData
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Small enough that a full experiment trains in a few seconds on 2 CPU cores.
+FAST = dict(
+    dataset="digits",
+    pool_size=400,
+    val_size=40,
+    initial_size=40,
+    query_size=20,
+    rounds=2,
+    epochs_task=2,
+    epochs_scoring=2,
+    subqueries=2,
+    batch_size=32,
+    device="cpu",
+)
+
+
+@pytest.fixture(scope="session")
+def digits() -> ImageData:
+    return pal.load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def mnist_path() -> Path:
+    path = SHARED_DATA / "mnist.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """Keep each test on the CI machine's two cores without oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(before, 2))
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,132 @@
+"""Invariants of the round loop, the oracle and resuming."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import pal
+from pal.loop import Experiment, Oracle
+from tests.conftest import FAST
+
+
+@pytest.fixture(scope="module")
+def fast_run():
+    return pal.run_experiment(**FAST, strategy="random", missing_classes=["3", "7"], seed=5)
+
+
+def test_rounds_give_r_plus_one_records(fast_run):
+    assert [r.round for r in fast_run.rounds] == [0, 1, 2]
+    first = fast_run.rounds[0]
+    assert first.selected == [] and first.query_class_rates == {}
+
+
+def test_labeled_pool_grows_by_the_query_size_without_repeats(fast_run):
+    sizes = [r.n_labeled for r in fast_run.rounds]
+    assert sizes == [40, 60, 80]
+    picked = [i for r in fast_run.rounds for i in r.selected]
+    assert len(picked) == len(set(picked)) == 40
+    for r in fast_run.rounds[1:]:
+        assert len(r.selected) == 20
+        assert sum(r.query_class_rates.values()) == pytest.approx(1.0)
+        assert sum(r.labeled_class_counts.values()) == r.n_labeled
+
+
+def test_missing_classes_are_absent_from_round_zero_only(fast_run):
+    counts = fast_run.rounds[0].labeled_class_counts
+    assert counts["3"] == 0 and counts["7"] == 0
+    assert sum(counts.values()) == 40
+
+
+def test_queries_never_touch_the_validation_set_or_the_initial_pool():
+    exp = Experiment(pal.make_config(**FAST, strategy="random"))
+    initial = set(exp.labeled_indices().tolist())
+    val = set(exp.val.tolist())
+    pool = set(exp.pool.tolist())
+    assert len(val) == 40 and not (initial & val) and initial <= pool
+    records = list(exp.rounds())
+    picked = {i for r in records for i in r.selected}
+    assert not (picked & val) and not (picked & initial) and picked <= pool
+
+
+def test_result_is_json(fast_run):
+    data = json.loads(fast_run.to_json())
+    assert data["config"]["missing_classes"] == ["3", "7"]
+    assert len(data["rounds"]) == 3
+    assert data["rounds"][1]["selected"] == fast_run.rounds[1].selected
+    assert "test_accuracy" in fast_run.table().splitlines()[0].replace("test_acc", "test_accuracy")
+
+
+def test_oracle_noise_rate_is_the_flip_rate():
+    y = np.repeat(np.arange(10), 2000)
+    oracle = Oracle(y, 10, noise=0.2, seed=0)
+    flipped = oracle.labels != y
+    assert flipped.mean() == pytest.approx(0.2, abs=0.01)  # a real flip rate, not 0.9 p
+    assert np.bincount(oracle.labels[flipped] - y[flipped] + 10)[10] == 0
+    assert np.array_equal(Oracle(y, 10, 0.2, seed=0).labels, oracle.labels)
+    assert not np.array_equal(Oracle(y, 10, 0.2, seed=1).labels, oracle.labels)
+    assert np.array_equal(Oracle(y, 10, 0.0, seed=0).labels, y)
+
+
+def test_label_noise_reaches_the_labeled_pool_and_is_counted():
+    config = pal.make_config(
+        **{**FAST, "pool_size": 1200, "initial_size": 400, "query_size": 100, "rounds": 1},
+        strategy="random",
+        label_noise=0.3,
+    )
+    exp = Experiment(config)
+    records = list(exp.rounds())
+    last = records[-1]
+    labeled = exp.labeled_indices()
+    flips = (exp.oracle(labeled) != exp.y_true[labeled]).sum()
+    assert last.n_noisy_labels == flips
+    assert last.n_noisy_labels / last.n_labeled == pytest.approx(0.3, abs=0.06)
+    # the labels the task network trains on are the oracle's, not the true ones
+    assert (exp.labels.cpu().numpy()[labeled] != exp.y_true[labeled]).sum() == flips
+
+
+def test_same_seed_same_queries_other_seed_other_queries():
+    runs = [pal.run_experiment(**FAST, strategy="pal", seed=s) for s in (1, 1, 2)]
+    picks = [[r.selected for r in run.rounds] for run in runs]
+    assert picks[0] == picks[1]
+    assert picks[0] != picks[2]
+    assert [r.test_accuracy for r in runs[0].rounds] == [r.test_accuracy for r in runs[1].rounds]
+
+
+def test_resume_from_state_matches_an_uninterrupted_run():
+    config = pal.make_config(**FAST, strategy="pal", seed=4)
+    straight = [r.selected for r in pal.run_experiment(config).rounds]
+
+    first = Experiment(config)
+    first.run_round()
+    state = json.loads(json.dumps(first.state_dict()))  # what a checkpoint stores
+    resumed = Experiment(config)
+    resumed.load_state_dict(state)
+    rest = [r.selected for r in resumed.rounds()]
+    assert straight[1:] == rest
+    assert resumed.finished
+
+
+def test_checkpoint_from_another_seed_is_refused():
+    a = Experiment(pal.make_config(**FAST, strategy="random", seed=1, label_noise=0.5))
+    a.run_round()
+    b = Experiment(pal.make_config(**FAST, strategy="random", seed=2, label_noise=0.5))
+    with pytest.raises(ValueError, match="oracle labels"):
+        b.load_state_dict(a.state_dict())
+
+
+def test_callbacks_see_every_round():
+    seen = []
+    pal.run_experiment(
+        **FAST, strategy="entropy", callbacks=(lambda rec, exp: seen.append(rec.round),)
+    )
+    assert seen == [0, 1, 2]
+
+
+def test_run_round_after_the_end_raises():
+    exp = Experiment(pal.make_config(**{**FAST, "rounds": 0}, strategy="random"))
+    assert len(list(exp.rounds())) == 1
+    with pytest.raises(RuntimeError, match="rounds are done"):
+        exp.run_round()

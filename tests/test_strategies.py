@@ -1,0 +1,240 @@
+"""Contract tests over every registered strategy, and PAL's selection rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import pal
+from pal import scoring
+from pal.models import TaskNet, build_backbone
+from pal.strategies import STRATEGIES, PoolExhaustedError, QueryContext, build_strategy
+from pal.strategies import pal as pal_strategy
+from pal.training import Normalizer
+
+
+def make_context(data, config, labeled, unlabeled, seed=0) -> QueryContext:
+    x = data.x_train
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        task = TaskNet(build_backbone("cnn", x.shape[1], tuple(x.shape[-2:])), data.num_classes)
+    return QueryContext(
+        config=config,
+        x=x,
+        labels=data.y_train,
+        labeled=torch.as_tensor(labeled),
+        unlabeled=torch.as_tensor(unlabeled),
+        num_classes=data.num_classes,
+        task_model=task,
+        normalize=Normalizer(x),
+        augment_mode="crop",
+        seed=seed,
+    )
+
+
+SMALL = pal.Config(epochs_scoring=2, subqueries=3, batch_size=32, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def small_ctx(digits):
+    return lambda config, seed=0: make_context(
+        digits, config, range(0, 60), range(60, 260), seed=seed
+    )
+
+
+@pytest.mark.parametrize("name", pal.list_strategies())
+class TestStrategyContract:
+    def test_returns_n_unique_indices_from_the_unlabeled_pool(self, name, small_ctx):
+        ctx = small_ctx(SMALL.replace(strategy=name))
+        query = build_strategy(ctx.config).query(ctx, 15)
+        chosen = query.indices.tolist()
+        assert len(chosen) == 15
+        assert len(set(chosen)) == 15
+        assert set(chosen) <= set(ctx.unlabeled.tolist())
+        assert all(isinstance(v, float) for v in query.metrics.values())
+
+    def test_deterministic_for_a_seed(self, name, small_ctx):
+        config = SMALL.replace(strategy=name)
+        first = build_strategy(config).query(small_ctx(config, seed=7), 12).indices
+        second = build_strategy(config).query(small_ctx(config, seed=7), 12).indices
+        assert torch.equal(first, second)
+
+    def test_whole_pool_can_be_taken(self, name, digits):
+        ctx = make_context(digits, SMALL.replace(strategy=name), range(60), range(60, 66))
+        chosen = build_strategy(ctx.config).query(ctx, 6).indices
+        assert sorted(chosen.tolist()) == list(range(60, 66))
+
+    def test_exhausted_pool_raises(self, name, digits):
+        ctx = make_context(digits, SMALL.replace(strategy=name), range(60), range(60, 65))
+        with pytest.raises(PoolExhaustedError, match="pool of 5"):
+            build_strategy(ctx.config).query(ctx, 6)
+
+
+def test_registry_lists_the_builtin_strategies_and_rejects_duplicates():
+    assert {"random", "entropy", "pal"} <= set(pal.list_strategies())
+    with pytest.raises(ValueError, match="already registered"):
+        STRATEGIES.register("pal")(object)
+    with pytest.raises(pal.ConfigError, match=r"strategy: unknown strategy 'pall'.*'pal'"):
+        STRATEGIES.get("pall")
+
+
+def test_random_depends_on_the_seed(small_ctx):
+    config = SMALL.replace(strategy="random")
+    a = build_strategy(config).query(small_ctx(config, seed=1), 20).indices
+    b = build_strategy(config).query(small_ctx(config, seed=2), 20).indices
+    assert not torch.equal(a, b)
+
+
+def test_entropy_picks_the_most_uncertain_predictions(digits):
+    ctx = make_context(digits, SMALL.replace(strategy="entropy"), range(10), range(10, 30))
+
+    class Fixed(nn.Module):  # confident on even positions, uniform on odd ones
+        def forward(self, x):
+            logits = torch.zeros(len(x), 10)
+            logits[::2, 0] = 20.0
+            return logits
+
+    ctx.task_model = Fixed()
+    chosen = build_strategy(ctx.config).query(ctx, 10).indices
+    assert sorted(chosen.tolist()) == list(range(11, 30, 2))
+
+
+# ----------------------------------------------------------------------------- PAL
+def novel_pool(digits, n_novel=20, seed=0):
+    """Digits plus ``n_novel`` images of pure noise appended at the end of the training split."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randint(0, 256, (n_novel, *digits.x_train.shape[1:]), generator=gen)
+    data = pal.ImageData(
+        name="digits+noise",
+        x_train=torch.cat([digits.x_train, noise.to(torch.uint8)]),
+        y_train=torch.cat([digits.y_train, torch.zeros(n_novel, dtype=torch.int64)]),
+        x_test=digits.x_test,
+        y_test=digits.y_test,
+        classes=digits.classes,
+        default_augment="crop",
+    )
+    novel = range(len(digits.x_train), len(data.x_train))
+    return data, list(novel)
+
+
+@pytest.mark.parametrize(
+    ("lambda1", "lambda2", "scope"), [(0.0, 0.0, "head"), (1.0, 1.0, "head"), (1.0, 1.0, "all")]
+)
+def test_pal_chooses_samples_far_from_the_labeled_pool(digits, lambda1, lambda2, scope):
+    """Highest score wins: with D_L holding only digits 0-7, the 8s and 9s are queried first.
+
+    They are 60 of a pool of 360 (17%); picking the lowest scores would choose almost none.
+    """
+    y = digits.y_train
+    seen, unseen = (y < 8).nonzero().squeeze(1), (y >= 8).nonzero().squeeze(1)[:60]
+    config = pal.Config(
+        epochs_scoring=15,
+        lambda1=lambda1,
+        lambda2=lambda2,
+        subqueries=4,
+        finetune_scope=scope,
+        batch_size=32,
+    )
+    ctx = make_context(digits, config, seen[:400], torch.cat([seen[400:700], unseen]))
+    chosen = build_strategy(config).query(ctx, 60).indices
+    assert torch.isin(chosen, unseen).float().mean() >= 0.45
+
+
+def test_rotation_score_alone_prefers_noise_to_digits(digits):
+    """S_S alone (lambda1 = lambda2 = 0): noise images, whose rotation cannot be told, win."""
+    data, novel = novel_pool(digits)
+    config = pal.Config(epochs_scoring=15, lambda1=0.0, lambda2=0.0, batch_size=32)
+    ctx = make_context(data, config, range(400), list(range(400, 600)) + novel)
+    chosen = set(build_strategy(config).query(ctx, len(novel)).indices.tolist())
+    assert len(chosen & set(novel)) >= 0.6 * len(novel)  # 20 of 220: random would get ~2
+
+
+def test_pal_reports_the_table1_correlations(digits):
+    config = SMALL.replace(epochs_scoring=3)
+    ctx = make_context(digits, config, range(100), range(100, 400))
+    metrics = build_strategy(config).query(ctx, 30).metrics
+    assert set(metrics) == {"ss_sc_pearson", "ss_sc_spearman"}
+    assert all(-1.0 <= v <= 1.0 and not math.isnan(v) for v in metrics.values())
+
+
+def test_lambda2_zero_runs_no_finetune(digits, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("fine-tuning ran although lambda2 = 0")
+
+    monkeypatch.setattr(pal_strategy._Finetuner, "diversity_score", fail)
+    config = SMALL.replace(lambda2=0.0, subqueries=5)
+    ctx = make_context(digits, config, range(60), range(60, 200))
+    assert build_strategy(config).query(ctx, 20).indices.numel() == 20
+
+
+def test_head_rotation_score_hand_values():
+    """S_D is S_S under the fine-tuned head (Section 3.3), from cached features [M, 4, d]."""
+    head = nn.Linear(4, 4, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(4) * math.log(3.0))
+    feats = torch.eye(4).expand(2, 4, 4).clone()  # rotation i has feature e_i
+    feats[1] = 0.0  # no signal: uniform rotation probabilities
+    # sample 0: p(correct) = 3 / (3 + 1 + 1 + 1) = 0.5 per rotation -> S = -2
+    got = pal_strategy.head_rotation_score(head, feats)
+    assert got.tolist() == pytest.approx([-2.0, -1.0])
+
+
+def test_subqueries_bring_diversity(digits):
+    """S_D: after fine-tuning on the first sub-query, its near-duplicates stop looking novel.
+
+    The pool holds 10 copies each of two noise images A and B. Without S_D the query of 10 is
+    the 10 highest-scored copies; with S_D and a strong fine-tune the second sub-query moves to
+    the other image.
+    """
+    gen = torch.Generator().manual_seed(3)
+    a, b = (torch.randint(0, 256, (1, 1, 8, 8), generator=gen, dtype=torch.uint8) for _ in "ab")
+    copies = torch.cat([a.expand(10, -1, -1, -1), b.expand(10, -1, -1, -1)])
+    data = pal.ImageData(
+        name="dups",
+        x_train=torch.cat([digits.x_train[:300], copies]),
+        y_train=torch.cat([digits.y_train[:300], torch.zeros(20, dtype=torch.int64)]),
+        x_test=digits.x_test,
+        y_test=digits.y_test,
+        classes=digits.classes,
+        default_augment="crop",
+    )
+    pool = list(range(300, 320))
+    base = pal.Config(epochs_scoring=10, lambda1=0.0, subqueries=2, batch_size=32)
+
+    def groups(config):
+        ctx = make_context(data, config, range(300), pool)
+        chosen = build_strategy(config).query(ctx, 10).indices.tolist()
+        return sum(i < 310 for i in chosen), sum(i >= 310 for i in chosen)
+
+    without = groups(base.replace(lambda2=0.0))
+    with_sd = groups(base.replace(lambda2=5.0, finetune_epochs=30, finetune_lr_factor=20.0))
+    assert 10 in without  # ties of identical copies: all ten from one image
+    assert min(with_sd) >= 4  # the second sub-query came from the other image
+
+
+def test_check_config_rejects_more_subqueries_than_the_query():
+    with pytest.raises(pal.ConfigError, match=r"subqueries: must be <= the query size \(3\)"):
+        STRATEGIES.get("pal").check_config(SMALL.replace(subqueries=5), 3, (8, 8))
+    STRATEGIES.get("random").check_config(SMALL.replace(subqueries=5), 3, (8, 8))
+
+
+def test_scoring_uses_four_passes_per_image(digits, monkeypatch):
+    """One batched pass of the four rotations: the class head reads the 0-degree features."""
+    x = digits.x_train[:16]
+    net = pal.models.ScoringNet(build_backbone("cnn", 1, (8, 8)), 10)
+    calls = []
+    original = net.backbone.forward
+    monkeypatch.setattr(net.backbone, "forward", lambda t: calls.append(len(t)) or original(t))
+    scores = pal_strategy.score_pool(net, x, Normalizer(x), batch_size=64)
+    assert sum(calls) == 4 * 16
+    assert scores.s_s.shape == scores.s_c.shape == (16,)
+    assert ((scores.s_s >= -4) & (scores.s_s <= 0)).all() and (scores.s_c <= 1e-6).all()
+    # the same S_S from explicit per-rotation probabilities
+    with torch.no_grad():
+        net.eval()
+        rot_logits, _ = net(scoring.rotations(Normalizer(x)(x)))
+    expected = scoring.rotation_score(rot_logits.softmax(1).view(16, 4, 4))
+    assert torch.allclose(scores.s_s, expected, atol=1e-5)
