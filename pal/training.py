@@ -30,6 +30,20 @@ class FitSpec:
     weight_decay: float = 5e-4
     schedule: str = "cosine"
 
+    @classmethod
+    def from_config(cls, config, network: str) -> FitSpec:
+        """The spec of the ``task`` or ``scoring`` network: ``epochs_<network>``, ``lr_<network>``
+        and the shared optimizer settings."""
+        return cls(
+            epochs=getattr(config, f"epochs_{network}"),
+            lr=getattr(config, f"lr_{network}"),
+            batch_size=config.batch_size,
+            optimizer=config.optimizer,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            schedule=config.lr_schedule,
+        )
+
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         if self.optimizer == "sgd":
             return torch.optim.SGD(
