@@ -51,13 +51,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     bars = ProgressBars(config.rounds + 1, enabled=not args.quiet)
     experiment.progress = bars.epoch
     try:
-        records = []
-        for record in experiment.rounds():
-            records.append(record)
-            bars.round_done(record, experiment)
+        result = experiment.run(callbacks=(bars.round_done,))
     finally:
         bars.close()
-    result = experiment.result(records)
     print(
         f"pal run: dataset={config.dataset} strategy={config.strategy} seed={config.seed} "
         f"device={experiment.device}"

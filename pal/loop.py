@@ -24,7 +24,7 @@ from pal.datasets import ImageData, load_dataset
 from pal.models import BACKBONES, TaskNet, build_backbone
 from pal.results import ExperimentResult, RoundRecord
 from pal.rng import derive_seed, numpy_rng, seeded_init, torch_generator
-from pal.strategies import STRATEGIES, QueryContext, build_strategy
+from pal.strategies import QueryContext, build_strategy
 from pal.training import FitSpec, Normalizer, ProgressFn, accuracy, predict_logits, train_classifier
 
 RoundCallback = Callable[[RoundRecord, "Experiment"], None]
@@ -73,7 +73,7 @@ class Experiment:
     ):
         self.config = config
         self.progress = progress
-        STRATEGIES.get(config.strategy)
+        self.strategy = build_strategy(config)
         for field in ("task_backbone", "scoring_backbone"):
             BACKBONES.get(getattr(config, field), field)
         self.device = resolve_device(config.device)
@@ -85,7 +85,6 @@ class Experiment:
         self.y_true = data.y_train.numpy().astype(np.int64)
         self.augment_mode = data.default_augment if config.augment == "auto" else config.augment
         self._plan_pools()
-        self.strategy = build_strategy(config)
         self.strategy.check_config(config, self.query_size, tuple(data.x_train.shape[-2:]))
         self.oracle = Oracle(self.y_true, self.num_classes, config.label_noise, config.seed)
 
@@ -244,6 +243,15 @@ class Experiment:
         while not self.finished:
             yield self.run_round()
 
+    def run(self, callbacks: tuple[RoundCallback, ...] = ()) -> ExperimentResult:
+        """Run the remaining rounds; ``callbacks`` see each record as its round finishes."""
+        records = []
+        for record in self.rounds():
+            records.append(record)
+            for callback in callbacks:
+                callback(record, self)
+        return self.result(records)
+
     def _train_task(self, labeled: np.ndarray, r: int) -> TaskNet:
         cfg = self.config
         channels, h, w = self.x_train.shape[1:]
@@ -317,10 +325,4 @@ def run(
     callbacks: tuple[RoundCallback, ...] = (),
 ) -> ExperimentResult:
     """Run a whole experiment; ``callbacks`` see each record as its round finishes."""
-    experiment = Experiment(config, data, progress)
-    records = []
-    for record in experiment.rounds():
-        records.append(record)
-        for callback in callbacks:
-            callback(record, experiment)
-    return experiment.result(records)
+    return Experiment(config, data, progress).run(callbacks)
