@@ -7,13 +7,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 
 from pal.config import Config, ConfigError, make_config
 from pal.datasets import DATASETS, DataError, ImageData, list_datasets, load_dataset
 from pal.loop import Experiment, RoundCallback
-from pal.loop import run as _run
 from pal.models import BACKBONES, list_backbones
 from pal.results import ExperimentResult, RoundRecord
 from pal.strategies import STRATEGIES, PoolExhaustedError, list_strategies
@@ -28,6 +28,9 @@ def run_experiment(
     data: ImageData | None = None,
     progress: ProgressFn | None = None,
     callbacks: tuple[RoundCallback, ...] = (),
+    tracking: bool = True,
+    tracking_uri: str | None = None,
+    experiment_name: str = "pal",
     **overrides,
 ) -> ExperimentResult:
     """Run a whole active-learning experiment: ``rounds`` queries after the initial pool.
@@ -37,15 +40,51 @@ def run_experiment(
         data: an already loaded :class:`ImageData` to use instead of ``config.dataset``.
         progress: per-epoch callback ``(phase, epoch, epochs)``.
         callbacks: called as ``callback(record, experiment)`` after every round.
+        tracking: log the experiment as one MLflow run (params, per-round metrics, artifacts).
+        tracking_uri: the MLflow store; default ``MLFLOW_TRACKING_URI``, else the SQLite file
+            ``mlflow/mlflow.db`` under the working directory.
+        experiment_name: the MLflow experiment the run is filed under.
         **overrides: config keys; they win over ``config``.
 
     Returns:
-        An :class:`ExperimentResult` with ``rounds + 1`` records (round 0 is the initial pool).
+        An :class:`ExperimentResult` with ``rounds + 1`` records (round 0 is the initial pool)
+        and, when tracking, the MLflow ``run_id``.
 
     Raises:
-        ConfigError: for bad input, naming the field and what is allowed, before any training.
+        ConfigError: for bad input, naming the field and what is allowed, before any training
+            (an unusable ``tracking_uri`` included).
     """
-    return _run(make_config(config, **overrides), data, progress, callbacks)
+    experiment = Experiment(make_config(config, **overrides), data, progress)
+    if not tracking:
+        return experiment.run(callbacks)
+
+    from pal.tracking import MLflowTracker, check_tracking_store, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    check_tracking_store(uri)
+    tracker = MLflowTracker(experiment.config, uri, experiment_name)
+    tracker.start()
+    try:
+        result = experiment.run((tracker, *callbacks))  # logged before the caller's callbacks
+    except BaseException as err:
+        try:
+            tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        except Exception as finish_err:  # keep the experiment's own error
+            logging.getLogger(__name__).warning("could not end MLflow run: %s", finish_err)
+        raise
+    tracker.finish("FINISHED")
+    result.run_id = tracker.run_id
+    return result
+
+
+def sweep(job: str | os.PathLike, **options):
+    """Run the Ray Tune sweep described by a job file; see :func:`pal.sweeps.sweep`.
+
+    >>> pal.sweep("tune_jobs/quickstart.py", num_samples=8)  # doctest: +SKIP
+    """
+    from pal.sweeps import sweep as run_sweep  # Ray is imported only when a sweep runs
+
+    return run_sweep(job, **options)
 
 
 __all__ = [
@@ -66,4 +105,5 @@ __all__ = [
     "load_dataset",
     "make_config",
     "run_experiment",
+    "sweep",
 ]

@@ -66,6 +66,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pal.sweeps import sweep
+
+    sweep(
+        args.job,
+        smoke=args.smoke,
+        resume=args.resume,
+        num_samples=args.num_samples,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+    )
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from pal import list_backbones, list_datasets, list_strategies
     from pal.config import field_names
@@ -97,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="write the result as JSON to this path")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
+
+    sw = sub.add_parser("sweep", help="run a Ray Tune sweep described by a job file")
+    sw.add_argument("job", help="job file, e.g. tune_jobs/quickstart.py")
+    sw.add_argument("--smoke", action="store_true", help="the job's smoke size (seconds)")
+    sw.add_argument("--resume", action="store_true", help="continue the job's last sweep")
+    sw.add_argument("--num-samples", type=int, help="override the job's number of trials")
+    sw.add_argument(
+        "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or mlflow/mlflow.db)"
+    )
+    sw.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    sw.set_defaults(func=_cmd_sweep)
 
     lister = sub.add_parser("list", help="list datasets, strategies, backbones and config keys")
     lister.set_defaults(func=_cmd_list)

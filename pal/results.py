@@ -49,18 +49,23 @@ class RoundRecord:
 
 @dataclasses.dataclass
 class ExperimentResult:
-    """``rounds`` (``R + 1`` records for ``rounds=R``), the ``config`` and the dataset's classes."""
+    """``rounds`` (``R + 1`` records for ``rounds=R``), the ``config`` and the dataset's classes.
+
+    ``run_id`` is the MLflow run the experiment was logged to (``None`` when not tracked).
+    """
 
     config: Config
     rounds: list[RoundRecord]
     classes: list[str]
     device: str = "cpu"
+    run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.to_dict(),
             "classes": list(self.classes),
             "device": self.device,
+            "run_id": self.run_id,
             "rounds": [r.to_dict() for r in self.rounds],
         }
 

@@ -18,6 +18,10 @@ ProgressFn = Callable[[str, int, int], None]
 """``progress(phase, epoch, epochs)``, called after each epoch (``epoch`` counts from 1)."""
 
 
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite (typically a learning rate set too high)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class FitSpec:
     """How to fit one network: optimizer, learning-rate schedule, epochs, batch size."""
@@ -137,11 +141,18 @@ def fit(
         else None
     )
     for epoch in range(1, spec.epochs + 1):
+        total = torch.zeros((), device=generator.device)
         for positions in batches(n, spec.batch_size, generator):
             loss = loss_fn(positions)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            total += loss.detach()
+        if not torch.isfinite(total):  # one host sync per epoch, not per step
+            raise TrainingDivergedError(
+                f"{phase} training diverged: the loss became {float(total)} in epoch {epoch} "
+                f"(optimizer {spec.optimizer}, lr {spec.lr}); lower the learning rate"
+            )
         if scheduler is not None:
             scheduler.step()
         if progress is not None:

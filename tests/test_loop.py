@@ -130,3 +130,13 @@ def test_run_round_after_the_end_raises():
     assert len(list(exp.rounds())) == 1
     with pytest.raises(RuntimeError, match="rounds are done"):
         exp.run_round()
+
+
+def test_a_diverging_loss_stops_the_experiment_with_a_clear_error():
+    from pal.training import TrainingDivergedError
+
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"task training diverged.*lr 1000000.0\); lower the learning rate",
+    ):
+        pal.run_experiment(**FAST, strategy="random", lr_task=1e6, tracking=False)

@@ -1,0 +1,504 @@
+"""MLflow tracking: one experiment (one :class:`pal.loop.Experiment`) is one MLflow run.
+
+The only module of ``pal`` that imports MLflow; ``pal.run_experiment`` imports it when tracking is
+on. :class:`MLflowTracker` is a round callback that talks to the store through an
+:class:`mlflow.MlflowClient` with explicit run ids (no global active run), so it works the same in
+the main process, in a thread or in a Ray worker.
+
+Where runs go: an explicit ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else a SQLite file
+``mlflow/mlflow.db`` under the working directory with the artifacts beside it in
+``mlflow/artifacts``. Point several machines at one ``mlflow server`` (``mlflow/serve.sh``) with
+``MLFLOW_TRACKING_URI=http://HOST:5000``; the server then stores the artifacts it is sent.
+
+What a run holds: every config key as a param, ``config.yaml``; per round (``step`` = round)
+the accuracies, sizes, timings, class shares and the strategy's query metrics; per round
+``rounds/round_<rrr>.json`` (the :class:`pal.results.RoundRecord`, with ``selected``), and
+``learning_curve.png`` re-drawn after every round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import ssl
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from pal.config import Config, ConfigError
+from pal.results import RoundRecord
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"  # relative to the working directory
+DEFAULT_ARTIFACT_ROOT = "mlflow/artifacts"
+SERVER_TIMEOUT_S = 5.0  # how long check_tracking_store waits for an http(s) server to answer
+
+# SQLAlchemy database stores other than SQLite (a ``+driver`` suffix is allowed).
+_DB_SCHEMES = ("postgresql", "mysql", "mssql")
+_HTTP_SCHEMES = ("http", "https")
+_PARENT_RUN_TAG = "mlflow.parentRunId"
+# MLflow keys allow word characters, ``.``, ``-``, `` `` and ``/`` (the last one nests in the UI).
+_UNSAFE_KEY_CHARS = re.compile(r"[^\w.\- ]")
+# Metrics logged for every round; the first two tell which rounds a run already has.
+_CURVE_KEYS = ("n_labeled", "val_accuracy", "test_accuracy")
+
+
+# ---------------------------------------------------------------------- the store
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The store to use: ``uri``, else ``MLFLOW_TRACKING_URI``, else :data:`DEFAULT_TRACKING_URI`.
+
+    A SQLite file path is made absolute (against the working directory) and its folder is
+    created, so the URI means the same file in a Ray worker that runs in another directory.
+
+    Raises:
+        ConfigError: ``tracking_uri: ...`` when the SQLite file's folder cannot be created.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    path = _sqlite_path(uri)
+    if path is None:
+        return uri
+    path = path.expanduser().resolve()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"tracking_uri: cannot create the folder of the SQLite store {uri!r}: {err}"
+        ) from None
+    return "sqlite:///" + path.as_posix() + _uri_query(uri)
+
+
+def check_tracking_store(uri: str) -> None:
+    """Make sure MLflow can read and write ``uri`` before an experiment spends time training.
+
+    An http(s) server must answer the tracking REST API within :data:`SERVER_TIMEOUT_S` seconds
+    (MLflow's own client would retry for minutes); a SQLite file must be creatable; a folder
+    store (``./mlruns``, ``file:``) is refused, as MLflow 3 no longer writes to one.
+
+    Raises:
+        ConfigError: ``tracking_uri: ...`` saying what is wrong and what would work.
+    """
+    scheme = urlparse(uri).scheme.lower().split("+")[0]
+    if scheme in ("", "file") or (len(scheme) == 1 and uri[1:2] == ":"):  # a path, or C:\...
+        raise ConfigError(
+            f"tracking_uri: {uri!r} is a folder store, which MLflow 3 no longer writes to; use "
+            f"a SQLite file ({DEFAULT_TRACKING_URI}) or a server (http://HOST:5000)"
+        )
+    if scheme not in ("sqlite", "databricks", *_DB_SCHEMES, *_HTTP_SCHEMES):
+        raise ConfigError(
+            f"tracking_uri: unknown scheme {scheme!r} in {uri!r}; use sqlite:///PATH.db, "
+            "http(s)://HOST:PORT of an mlflow server, or a postgresql/mysql/mssql database URI"
+        )
+    if scheme == "sqlite":
+        uri = resolve_tracking_uri(uri)
+    elif scheme in _HTTP_SCHEMES:
+        _probe_server(uri)
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as err:  # what a store raises varies: MlflowException, OSError, SQLAlchemy
+        raise ConfigError(f"tracking_uri: cannot use the MLflow store {uri!r}: {err}") from None
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """The id of the MLflow experiment ``name``, created if needed.
+
+    A new experiment on a SQLite store keeps its artifacts in ``artifacts/`` beside the database
+    file (``mlflow/artifacts`` for the default store), on another database store in
+    :data:`DEFAULT_ARTIFACT_ROOT` under the working directory; on a server, wherever the server
+    puts them (it proxies the uploads).
+
+    Raises:
+        ConfigError: ``experiment_name: ...`` when ``name`` is empty or a deleted experiment.
+    """
+    if not name:
+        raise ConfigError("experiment_name: must be a non-empty string")
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_root(tracking_uri))
+        except MlflowException:  # another worker created it in the meantime
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if urlparse(tracking_uri).scheme.lower() in _HTTP_SCHEMES and (
+        found.artifact_location or ""
+    ).startswith("file:"):
+        logger.warning(
+            "MLflow experiment %r keeps its artifacts at %s (it was created without the server): "
+            "a run on another machine writes them to that path on its own disk; use another "
+            "experiment_name for runs logged through %s",
+            name,
+            found.artifact_location,
+            tracking_uri,
+        )
+    if found.lifecycle_stage == "deleted":
+        raise ConfigError(
+            f"experiment_name: {name!r} is a deleted experiment in {tracking_uri!r}; restore "
+            f"it (mlflow experiments restore --experiment-id {found.experiment_id}) or use "
+            "another name"
+        )
+    return found.experiment_id
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """The artifact location for new experiments on ``tracking_uri`` (``None``: the store's)."""
+    scheme = urlparse(tracking_uri).scheme.lower().split("+")[0]
+    path = _sqlite_path(tracking_uri)
+    if path is not None:
+        root = path.expanduser().resolve().parent / Path(DEFAULT_ARTIFACT_ROOT).name
+    elif scheme == "sqlite" or scheme in _DB_SCHEMES:
+        root = Path(DEFAULT_ARTIFACT_ROOT).resolve()
+    else:
+        return None
+    return root.as_uri()
+
+
+def run_url(tracking_uri: str, run_id: str, experiment_id: str | None = None) -> str | None:
+    """The run's page on an http(s) server, or ``None`` for other stores (or when unreachable)."""
+    if urlparse(tracking_uri).scheme.lower() not in _HTTP_SCHEMES:
+        return None
+    if experiment_id is None:
+        try:
+            experiment_id = MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
+        except Exception:  # a link is a convenience; never fail a run for it
+            return None
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def ui_command(tracking_uri: str) -> str:
+    """A shell command that shows the runs of ``tracking_uri`` in a browser.
+
+    For a SQLite file it also names the ``artifacts`` folder beside it, where ``mlflow/serve.sh``
+    keeps the artifacts it was sent, so runs logged through a server show theirs as well.
+    """
+    if urlparse(tracking_uri).scheme.lower() in _HTTP_SCHEMES:
+        return f"python -m webbrowser {tracking_uri}"
+    command = f"mlflow ui --backend-store-uri {tracking_uri}"
+    path = _sqlite_path(tracking_uri)
+    if path is not None:
+        command += f" --artifacts-destination {path.parent / Path(DEFAULT_ARTIFACT_ROOT).name}"
+    return command
+
+
+# ---------------------------------------------------------------------- the tracker
+class MLflowTracker:
+    """A round callback logging one experiment to one MLflow run.
+
+    It uses an :class:`~mlflow.MlflowClient` with explicit run ids and never the global active
+    run, so it works inside Ray workers and threads. Call :meth:`start` (or let the first round
+    do it), pass the tracker among the ``callbacks`` of :meth:`pal.loop.Experiment.run`, then
+    :meth:`finish`; or use it as a context manager, which finishes with ``FAILED`` on an error.
+
+    Args:
+        config: the experiment's config; every key is logged as a param of a new run.
+        tracking_uri: the store (see :func:`resolve_tracking_uri`).
+        experiment_name: the MLflow experiment the run belongs to (created if needed).
+        run_id: resume this run instead of creating one: rounds it already has are not logged
+            again, and its learning curve keeps the earlier rounds.
+        parent_run_id: nest the new run under this one (a sweep's run, say) in the MLflow UI.
+        run_name: the new run's name (default ``<strategy>-seed<seed>``).
+        tags: set on the run (on a resumed run too).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        tracking_uri: str | None = None,
+        experiment_name: str = "pal",
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        run_name: str | None = None,
+        tags: dict[str, Any] | None = None,
+    ):
+        self.config = config
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.experiment_name = experiment_name
+        self.parent_run_id = parent_run_id
+        self.run_name = run_name or f"{config.strategy}-seed{config.seed}"
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self.client = MlflowClient(self.tracking_uri)
+        self.experiment_id: str | None = None
+        self._run_id = run_id
+        self._started = False
+        # round -> (n_labeled, val_accuracy, test_accuracy): what the learning curve shows
+        self._curve: dict[int, tuple[float, float, float]] = {}
+
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run id (``None`` until :meth:`start` creates a new run)."""
+        return self._run_id
+
+    @property
+    def logged_rounds(self) -> list[int]:
+        """The rounds this run has, logged now or before a resume."""
+        return sorted(self._curve)
+
+    def start(self) -> str:
+        """Create the run (params, ``config.yaml``) or resume ``run_id``; return the run id.
+
+        Raises:
+            ConfigError: ``run_id: ...`` when the run to resume is not in the store.
+        """
+        if self._started:
+            return self._run_id
+        if self._run_id is None:
+            self._create_run()
+        else:
+            self._resume_run()
+        self._started = True
+        return self._run_id
+
+    def __call__(self, record: RoundRecord, experiment: Any = None) -> None:
+        """Log one round: its metrics in one batch (``step`` = round) and its artifacts.
+
+        A round the run already has (from before a resume, or fed twice) is skipped.
+        """
+        self.start()
+        if record.round in self._curve:
+            logger.debug("run %s has round %d already; skipped", self._run_id, record.round)
+            return
+        timestamp = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), timestamp, record.round)
+            for key, value in round_metrics(record).items()
+            if math.isfinite(value)  # NaN (no validation set) is left out, not logged
+        ]
+        self.client.log_batch(self._run_id, metrics=metrics)
+        self._curve[record.round] = (
+            float(record.n_labeled),
+            float(record.val_accuracy),
+            float(record.test_accuracy),
+        )
+        with tempfile.TemporaryDirectory(prefix="pal-mlflow-") as tmp:
+            rounds = Path(tmp) / "rounds"
+            rounds.mkdir()
+            (rounds / f"round_{record.round:03d}.json").write_text(
+                json.dumps(record.to_dict(), indent=1)
+            )
+            draw_learning_curve(self._curve, Path(tmp) / "learning_curve.png", self.run_name)
+            self.client.log_artifacts(self._run_id, tmp)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """End the run with ``status`` (``FINISHED``, ``FAILED`` or ``KILLED``)."""
+        if self._started:
+            self.client.set_terminated(self._run_id, status)
+            self._started = False
+
+    def __enter__(self) -> MLflowTracker:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.finish("FINISHED")
+        else:
+            self.finish("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+
+    # ------------------------------------------------------------------ internals
+    def _create_run(self) -> None:
+        self.experiment_id = get_or_create_experiment(
+            self.client, self.experiment_name, self.tracking_uri
+        )
+        tags = dict(self.tags)
+        if self.parent_run_id:
+            tags[_PARENT_RUN_TAG] = self.parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
+        self._run_id = run.info.run_id
+        values = self.config.to_dict()
+        params = [Param(key, _param_value(value)) for key, value in values.items()]
+        self.client.log_batch(self._run_id, params=params)
+        self.client.log_text(self._run_id, yaml.safe_dump(values, sort_keys=False), "config.yaml")
+
+    def _resume_run(self) -> None:
+        try:
+            run = self.client.get_run(self._run_id)
+        except MlflowException as err:
+            raise ConfigError(
+                f"run_id: no run {self._run_id!r} to resume in {self.tracking_uri!r} ({err})"
+            ) from None
+        self.experiment_id = run.info.experiment_id
+        self.run_name = run.info.run_name or self.run_name
+        self.client.update_run(self._run_id, status="RUNNING")
+        if self.tags:
+            tags = [RunTag(k, v) for k, v in self.tags.items()]
+            self.client.log_batch(self._run_id, tags=tags)
+        history = {
+            key: {m.step: m.value for m in self.client.get_metric_history(self._run_id, key)}
+            for key in _CURVE_KEYS
+        }
+        for step in set(history["val_accuracy"]) | set(history["test_accuracy"]):
+            self._curve[step] = tuple(history[key].get(step, math.nan) for key in _CURVE_KEYS)
+
+
+def round_metrics(record: RoundRecord) -> dict[str, float]:
+    """The metrics of one round, keyed as logged (NaN values included)."""
+    out = {
+        "val_accuracy": record.val_accuracy,
+        "test_accuracy": record.test_accuracy,
+        "n_labeled": record.n_labeled,
+        "n_noisy_labels": record.n_noisy_labels,
+        "round_seconds": record.seconds,
+        "query_seconds": record.query_seconds,
+        "train_seconds": record.train_seconds,
+    }
+    if record.round >= 1:
+        for name, rate in record.query_class_rates.items():
+            out[f"query_class_rate/{_key(name)}"] = rate
+    if record.n_labeled > 0:
+        for name, count in record.labeled_class_counts.items():
+            out[f"labeled_class_fraction/{_key(name)}"] = count / record.n_labeled
+    for name, value in record.query_metrics.items():
+        out[_key(name)] = value
+    return {k: float(v) if v is not None else math.nan for k, v in out.items()}
+
+
+def draw_learning_curve(
+    curve: dict[int, tuple[float, float, float]], path: Path, title: str = ""
+) -> None:
+    """Plot validation and test accuracy against ``|D_L|`` for the rounds in ``curve``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rounds = sorted(curve)
+    x = [curve[r][0] for r in rounds]
+    fig = Figure(figsize=(5, 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for column, label in ((1, "validation"), (2, "test")):
+        points = [(n, curve[r][column]) for n, r in zip(x, rounds, strict=True)]
+        points = [(n, acc) for n, acc in points if math.isfinite(acc) and math.isfinite(n)]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=label)
+    ax.set_xlabel("labeled samples")
+    ax.set_ylabel("accuracy")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+# ---------------------------------------------------------------------- helpers
+def _sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` URI, or ``None`` (not SQLite, or in memory)."""
+    if not uri.lower().startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return None
+    return Path(path)
+
+
+def _uri_query(uri: str) -> str:
+    return "?" + uri.split("?", 1)[1] if "?" in uri else ""
+
+
+def _probe_server(uri: str) -> None:
+    """Ask the server's REST API for one experiment, waiting :data:`SERVER_TIMEOUT_S` at most."""
+    url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
+    context = None
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        context = ssl._create_unverified_context()
+    try:
+        with urllib.request.urlopen(url, timeout=SERVER_TIMEOUT_S, context=context):
+            return
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):  # the server answers; MlflowClient brings the credentials
+            return
+        raise ConfigError(
+            f"tracking_uri: {uri!r} answers but not as an MLflow tracking server "
+            f"(HTTP {err.code} for {url})"
+        ) from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(
+            f"tracking_uri: no MLflow server answers at {uri!r} within {SERVER_TIMEOUT_S:g} s "
+            f"({reason}); start one (mlflow/serve.sh) or use a SQLite file ({DEFAULT_TRACKING_URI})"
+        ) from None
+
+
+def _key(name: str) -> str:
+    return _UNSAFE_KEY_CHARS.sub("_", str(name))
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    return str(value)
+
+
+# ---------------------------------------------------------------------- sweeps
+def start_sweep_run(tracking_uri: str, experiment_name: str, name: str, job: dict) -> str:
+    """Create a sweep's parent run (the job as params and ``job.yaml``); return its id.
+
+    Each trial's run names it as ``mlflow.parentRunId``, so the UI shows the trials nested.
+    """
+    client = MlflowClient(tracking_uri)
+    experiment_id = get_or_create_experiment(client, experiment_name, tracking_uri)
+    run = client.create_run(
+        experiment_id, run_name=f"sweep-{name}", tags={"pal.kind": "sweep", "pal.sweep": name}
+    )
+    params = {f"base.{k}": v for k, v in job.get("base", {}).items()}
+    params.update({f"search.{k}": v for k, v in job.get("search_space", {}).items()})
+    params.update({k: v for k, v in job.items() if k not in ("base", "search_space", "smoke")})
+    client.log_batch(
+        run.info.run_id, params=[Param(_key(k), _param_value(v)) for k, v in params.items()]
+    )
+    client.log_text(run.info.run_id, yaml.safe_dump(job, sort_keys=False), "job.yaml")
+    return run.info.run_id
+
+
+def finish_sweep_run(
+    tracking_uri: str,
+    run_id: str,
+    summary: dict[str, Any] | None,
+    importances: dict[str, float] | None,
+    status: str = "FINISHED",
+) -> None:
+    """Log a sweep's outcome on its parent run and end it.
+
+    ``summary`` holds ``best_config``, ``best_val_auc`` and ``trials``; ``importances`` (Optuna's
+    parameter importances for the objective) is drawn as ``param_importances.png``.
+    """
+    client = MlflowClient(tracking_uri)
+    if summary:
+        client.log_metric(run_id, "best_val_auc", float(summary["best_val_auc"]))
+        client.log_metric(run_id, "trials", float(summary["trials"]))
+        client.log_dict(run_id, summary["best_config"], "best_config.json")
+    if importances:
+        client.log_dict(run_id, importances, "param_importances.json")
+        with tempfile.TemporaryDirectory(prefix="pal-mlflow-") as tmp:
+            path = Path(tmp) / "param_importances.png"
+            draw_importances(importances, path)
+            client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, status)
+
+
+def draw_importances(importances: dict[str, float], path: Path) -> None:
+    """A horizontal bar chart of parameter importances (fANOVA or Optuna's default)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = sorted(importances, key=importances.get)
+    fig = Figure(figsize=(6, 0.5 * len(names) + 1.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set_xlabel("importance for val_auc (mean validation accuracy over rounds)")
+    ax.set_title("Optuna parameter importances")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

@@ -1,0 +1,149 @@
+"""Sweeps against real engines: a local Ray (2 CPUs, no dashboard) and an MLflow server process."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import pal
+from pal.config import ConfigError
+from pal.sweeps import load_job, to_tune_space, validate_job
+from tests.conftest import REPO
+
+QUICKSTART = REPO / "tune_jobs" / "quickstart.py"
+JOBS = sorted((REPO / "tune_jobs").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", JOBS, ids=lambda p: p.stem)
+def test_every_job_file_and_its_smoke_size_are_valid(path):
+    job = load_job(path)
+    smoke = job.smoke_sized()
+    validate_job(smoke)
+    assert smoke.num_samples <= 2 < job.num_samples
+    assert set(job.search_space) <= set(pal.Config().to_dict())
+    assert set(to_tune_space(job.search_space)) == set(job.search_space)
+    assert path.read_text().lstrip().startswith('"""') and "pal sweep" in path.read_text()[:400]
+
+
+def test_bad_job_files_are_refused_before_any_trial(tmp_path):
+    cases = {
+        "nojob.py": ("X = 1\n", "must define get_job"),
+        "badkey.py": (_job(extra='"num_sample": 2'), "unknown key 'num_sample'"),
+        "badspace.py": (_job(space='"lambda1": ["normal", 0, 1]'), "search_space.lambda1"),
+        "badrange.py": (_job(space='"lambda1": ["uniform", -1.0, 1.0]'), "lambda1: must be >= 0"),
+        "badfield.py": (_job(space='"lamda1": ["uniform", 0.0, 1.0]'), "did you mean 'lambda1'"),
+    }
+    for name, (text, message) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_job(path)
+    with pytest.raises(ConfigError, match="no such job file"):
+        load_job(tmp_path / "absent.py")
+
+
+def _job(space: str = '"lambda1": ["uniform", 0.0, 1.0]', extra: str = '"seed": 0') -> str:
+    return (
+        "def get_job():\n"
+        f"    return {{'name': 't', 'base': {{'dataset': 'digits'}}, 'search_space': {{{space}}},"
+        f" {extra}}}\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    from tests.servers import start_mlflow_server
+
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
+        yield uri
+
+
+def child_runs(uri: str, parent_run_id: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    )
+    return client, parent, runs
+
+
+def steps(client, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+@pytest.mark.slow
+def test_quickstart_smoke_sweep_tracks_every_round(ray_local, mlflow_server, tmp_path):
+    import optuna
+
+    result = pal.sweep(
+        QUICKSTART, smoke=True, tracking_uri=mlflow_server, storage_path=str(tmp_path / "runs")
+    )
+    assert result.n_trials == 2 and result.n_errored == 0
+    assert set(result.job.search_space) <= set(result.best_config)
+    client, parent, runs = child_runs(mlflow_server, result.parent_run_id)
+    assert len(runs) == 2
+    config_keys = set(pal.Config().to_dict())
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert config_keys <= set(run.data.params)
+        for key in (
+            "val_accuracy",
+            "test_accuracy",
+            "n_labeled",
+            "round_seconds",
+            "n_noisy_labels",
+        ):
+            assert steps(client, run.info.run_id, key) == [0, 1, 2], key
+        rates = [k for k in run.data.metrics if k.startswith("query_class_rate/")]
+        fractions = [k for k in run.data.metrics if k.startswith("labeled_class_fraction/")]
+        assert len(rates) == 10 and len(fractions) == 10
+        assert steps(client, run.info.run_id, "ss_sc_pearson") == [1, 2]
+        assert run.data.tags["pal.sweep"] == "quickstart" and run.data.tags["ray.node"]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "learning_curve.png", "rounds"} <= artifacts
+    assert parent.data.tags.get("pal.kind") == "sweep"
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_val_auc"] == pytest.approx(result.best_val_auc)
+    # the Optuna study sits in SQLite beside Tune's state (MLflow here is a server)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}")
+    study = optuna.load_study(study_name=result.run_dir.rsplit("/", 1)[1], storage=storage)
+    assert len(study.trials) == 2
+    assert all(
+        {"lambda1", "lambda2", "lr_task", "optimizer"} <= set(t.params) for t in study.trials
+    )
+    assert {t.state.name for t in study.trials} == {"COMPLETE"}
+
+
+@pytest.mark.slow
+def test_a_trial_killed_in_round_2_resumes_there(ray_local, mlflow_server, tmp_path):
+    marker = tmp_path / "failed-once"
+    result = pal.sweep(
+        QUICKSTART,
+        smoke=True,
+        num_samples=1,
+        tracking_uri=mlflow_server,
+        storage_path=str(tmp_path / "runs"),
+        _fail_once_at_round={"round": 2, "marker": str(marker)},
+    )
+    assert marker.exists()  # the fault really fired
+    assert result.n_errored == 0
+    client, _, runs = child_runs(mlflow_server, result.parent_run_id)
+    assert len(runs) == 1  # the restarted trial logged into the same run
+    run_id = runs[0].info.run_id
+    assert client.get_run(run_id).data.tags["pal.resumed_at_round"] == "2"
+    for key in ("val_accuracy", "test_accuracy", "n_labeled"):
+        assert steps(client, run_id, key) == [0, 1, 2], key
+    assert result.result_grid[0].metrics["round"] == 2
