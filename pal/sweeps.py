@@ -410,11 +410,11 @@ def sweep(
         result_grid=grid,
     )
     if verbose:
-        print(summary(result, ui_command(uri)))
+        print(summary(result, ui_command(uri), job_path))
     return result
 
 
-def summary(result: SweepResult, ui: str) -> str:
+def summary(result: SweepResult, ui: str, job_path: str | os.PathLike) -> str:
     searched = {k: result.best_config[k] for k in result.job.search_space}
     lines = [
         f"sweep {result.job.name}: {result.n_trials} trials ({result.n_errored} errored)",
@@ -423,7 +423,7 @@ def summary(result: SweepResult, ui: str) -> str:
         f"MLflow: {result.tracking_uri}, experiment {result.job.experiment_name!r}, "
         f"sweep run {result.parent_run_id}",
         f"open the MLflow UI: {ui}",
-        f"resume if interrupted: pal sweep <job> --resume   (Tune state in {result.run_dir})",
+        f"resume if interrupted: pal sweep {job_path} --resume   (Tune state in {result.run_dir})",
     ]
     return "\n".join(lines)
 

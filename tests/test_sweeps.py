@@ -147,3 +147,53 @@ def test_a_trial_killed_in_round_2_resumes_there(ray_local, mlflow_server, tmp_p
     for key in ("val_accuracy", "test_accuracy", "n_labeled"):
         assert steps(client, run_id, key) == [0, 1, 2], key
     assert result.result_grid[0].metrics["round"] == 2
+
+
+def write_job(path, base: str, space: str, extra: str = "") -> str:
+    path.write_text(
+        "def get_job():\n"
+        f"    return {{'name': '{path.stem}', 'base': {{{base}}}, 'search_space': {{{space}}},"
+        f" 'cpus_per_trial': 1, 'max_concurrent_trials': 2{extra}}}\n"
+    )
+    return str(path)
+
+
+TINY = (
+    "'dataset': 'digits', 'pool_size': 300, 'val_size': 30, 'initial_size': 30, "
+    "'query_size': 10, 'rounds': 1, 'epochs_task': 1, 'epochs_scoring': 1, 'strategy': 'random'"
+)
+
+
+def test_a_bad_store_or_dataset_stops_the_sweep_before_any_trial(tmp_path):
+    from tests.servers import free_port
+
+    job = write_job(tmp_path / "tiny.py", TINY, "'lambda1': ['uniform', 0.0, 1.0]")
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ConfigError, match="tracking_uri"):
+        pal.sweep(job, tracking_uri=closed, storage_path=str(tmp_path / "runs"))
+    bad_data = write_job(
+        tmp_path / "nodata.py",
+        TINY.replace("'digits'", f"'npz:{tmp_path / 'absent.npz'}'"),
+        "'lambda1': ['uniform', 0.0, 1.0]",
+    )
+    with pytest.raises(ConfigError, match="absent.npz"):
+        pal.sweep(bad_data, storage_path=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()  # no Tune state: nothing was launched
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_fails_and_the_sweep_goes_on(ray_local, tmp_path):
+    job = write_job(
+        tmp_path / "nan.py",
+        TINY.replace("'epochs_task': 1", "'epochs_task': 3"),
+        "'lr_task': ['grid', [1e30, 0.05]]",
+        ", 'max_failures': 0, 'num_samples': 1",
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = pal.sweep(job, tracking_uri=uri, storage_path=str(tmp_path / "runs"))
+    assert result.n_trials == 2 and result.n_errored == 1
+    failed = [r for r in result.result_grid if r.error is not None][0]
+    assert "diverged" in str(failed.error)
+    assert result.best_config["lr_task"] == 0.05
+    client, _, runs = child_runs(uri, result.parent_run_id)
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
