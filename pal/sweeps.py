@@ -34,6 +34,7 @@ import json
 import math
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,11 @@ def load_job(path: str | os.PathLike, **overrides) -> SweepJob:
         raise ConfigError(f"job: no such job file {str(p)!r}")
     spec = importlib.util.spec_from_file_location(f"pal_job_{p.stem}", p)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(p.resolve().parent))  # job files may share code with their siblings
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(p.resolve().parent))
     if not hasattr(module, "get_job"):
         raise ConfigError(f"job: {str(p)!r} must define get_job() returning the sweep as a dict")
     raw = dict(module.get_job())

@@ -12,7 +12,7 @@ from pal.sweeps import load_job, to_tune_space, validate_job
 from tests.conftest import REPO
 
 QUICKSTART = REPO / "tune_jobs" / "quickstart.py"
-JOBS = sorted((REPO / "tune_jobs").glob("*.py"))
+JOBS = sorted(p for p in (REPO / "tune_jobs").glob("*.py") if not p.name.startswith("_"))
 
 
 @pytest.mark.parametrize("path", JOBS, ids=lambda p: p.stem)
