@@ -92,8 +92,8 @@ class SweepJob:
         return job
 
 
-def load_job(path: str | os.PathLike, **overrides) -> SweepJob:
-    """Read a job file, apply ``overrides`` (job keys), validate it and its configs."""
+def load_job(path: str | os.PathLike) -> SweepJob:
+    """Read a job file and validate it and its configs."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"job: no such job file {str(p)!r}")
@@ -107,7 +107,6 @@ def load_job(path: str | os.PathLike, **overrides) -> SweepJob:
     if not hasattr(module, "get_job"):
         raise ConfigError(f"job: {str(p)!r} must define get_job() returning the sweep as a dict")
     raw = dict(module.get_job())
-    raw.update({k: v for k, v in overrides.items() if v is not None})
     for key, value in raw.items():
         if key not in JOB_KEYS:
             raise ConfigError(f"job: unknown key {key!r} in {str(p)!r}; valid: {list(JOB_KEYS)}")

@@ -44,6 +44,7 @@ def test_resume_after_interrupting_the_driver(tmp_path):
         "                     'epochs_task': 15, 'epochs_scoring': 2}}\n"
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    trial_runs(uri)  # create the store's tables now, not while the driver creates them too
     args = ["resume.py", "--tracking-uri", uri]
     log = (tmp_path / "first.log").open("wb")
     driver = pal_sweep(args, tmp_path, stdout=log, stderr=subprocess.STDOUT)
@@ -51,11 +52,10 @@ def test_resume_after_interrupting_the_driver(tmp_path):
     finished = []
     while time.monotonic() < deadline and driver.poll() is None:
         time.sleep(1)
-        if (tmp_path / "mlflow.db").exists():
-            _, runs = trial_runs(uri)
-            finished = [r for r in runs if r.info.status == "FINISHED"]
-            if finished:
-                break
+        _, runs = trial_runs(uri)
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        if finished:
+            break
     assert finished and driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
     time.sleep(2)  # let Tune's periodic state save see the finished trial
     driver.send_signal(signal.SIGINT)

@@ -117,6 +117,8 @@ def test_quickstart_smoke_sweep_tracks_every_round(ray_local, mlflow_server, tmp
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["best_val_auc"] == pytest.approx(result.best_val_auc)
+    parent_artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"job.yaml", "best_config.json", "param_importances.png"} <= parent_artifacts
     # the Optuna study sits in SQLite beside Tune's state (MLflow here is a server)
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}")
     study = optuna.load_study(study_name=result.run_dir.rsplit("/", 1)[1], storage=storage)
