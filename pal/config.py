@@ -63,6 +63,7 @@ class Config:
     weight_decay: float = 5e-4
     batch_size: int = 64
     eval_batch_size: int = 512
+    dropout: float = 0.0
     device: str = "auto"
     # PAL (Eq. 4 and Section 3.3)
     lambda1: float = 1.0
@@ -71,6 +72,9 @@ class Config:
     finetune_scope: str = "head"
     finetune_epochs: int = 5
     finetune_lr_factor: float = 0.1
+    # baselines (DBAL: MC dropout, Gal et al. 2017)
+    mc_samples: int = 20
+    dbal_acquisition: str = "bald"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -172,6 +176,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "finetune_scope": ("head", "all"),
     "augment": ("auto", "none", "crop", "crop_flip"),
+    "dbal_acquisition": ("bald", "max_entropy"),
 }
 
 
@@ -258,5 +263,7 @@ def _check_ranges(c: Config) -> None:
     need(c.weight_decay >= 0.0, "weight_decay", ">= 0")
     need(c.batch_size >= 2, "batch_size", ">= 2")
     need(c.eval_batch_size >= 1, "eval_batch_size", ">= 1")
+    need(0.0 <= c.dropout < 1.0, "dropout", "in [0, 1)")
+    need(c.mc_samples >= 2, "mc_samples", ">= 2")
     need(len(set(c.missing_classes)) == len(c.missing_classes), "missing_classes", "unique")
     need(bool(c.dataset), "dataset", "a dataset name")

@@ -256,9 +256,14 @@ class Experiment:
         cfg = self.config
         channels, h, w = self.x_train.shape[1:]
         with seeded_init(cfg.seed, "task-init", r):
-            model = TaskNet(build_backbone(cfg.task_backbone, channels, (h, w)), self.num_classes)
+            model = TaskNet(
+                build_backbone(cfg.task_backbone, channels, (h, w)),
+                self.num_classes,
+                dropout=cfg.dropout,
+            )
         model.to(self.device)
         idx = torch.as_tensor(labeled, device=self.device)
+        model.dropout.generator = torch_generator(self.device, cfg.seed, "task-dropout", r)
         train_classifier(
             model,
             self.x_train[idx],
@@ -269,6 +274,7 @@ class Experiment:
             torch_generator(self.device, cfg.seed, "task", r),
             self.progress,
         )
+        model.dropout.generator = None
         return model
 
     def _evaluate(self) -> tuple[float, float]:

@@ -36,19 +36,42 @@ def build_backbone(name: str, in_channels: int, image_hw: tuple[int, int]) -> nn
     return net
 
 
-class TaskNet(nn.Module):
-    """The task network ``f_theta``: backbone + linear classifier. ``[B,C,H,W] -> logits [B,K]``."""
+class SeededDropout(nn.Dropout):
+    """``nn.Dropout`` that draws its masks from ``generator`` when one is set.
 
-    def __init__(self, backbone: nn.Module, num_classes: int):
+    ``nn.Dropout`` draws from the global RNG; training sets ``generator`` to a seeded one so that
+    a run is reproducible for its seed. With ``generator = None`` it is plain ``nn.Dropout``.
+    """
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or self.generator is None:
+            return super().forward(x)
+        keep = 1.0 - self.p
+        mask = torch.rand(x.shape, generator=self.generator, device=x.device).lt_(keep)
+        return x * mask / keep
+
+
+class TaskNet(nn.Module):
+    """The task network ``f_theta``: backbone + dropout + linear classifier.
+
+    ``[B,C,H,W] -> logits [B,K]``. Dropout with probability ``dropout`` acts on the features
+    ``[B, d]`` before the classifier only (active in train mode); it is what DBAL samples at
+    query time (MC dropout), so the backbone runs once per image there.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float = 0.0):
         super().__init__()
         self.backbone = backbone
+        self.dropout = SeededDropout(dropout)
         self.classifier = nn.Linear(backbone.feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.backbone(x))
+        return self.classifier(self.dropout(self.backbone(x)))
 
 
 class ScoringNet(nn.Module):

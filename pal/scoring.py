@@ -2,7 +2,8 @@
 
 Every score here is oriented so that **higher = more novel = chosen first** (the decision on the
 paper's Section 3.2 vs Algorithm 1; see ``PAL-METHOD.md``). Strategies turn scores into indices
-with :func:`top_n`; nothing in this module trains or selects.
+with :func:`top_n`. Nothing here trains a network; the one selection rule that is not a top-n of a
+score, the core-set's farthest-first traversal (:func:`k_center_greedy`), is pure too.
 """
 
 from __future__ import annotations
@@ -134,3 +135,90 @@ def _ranks(x: torch.Tensor) -> torch.Tensor:
     upper = torch.cumsum(counts, 0).double()
     average = upper - (counts.double() - 1) / 2
     return average[inverse]
+
+
+def bald(mc_probs: torch.Tensor) -> torch.Tensor:
+    """BALD: mutual information between the prediction and the weights (Houlsby et al. 2011),
+    estimated from ``T`` MC-dropout passes as in Gal, Islam & Ghahramani 2017.
+
+    ``I(y; w | x) ~= H(mean_t p_t) - mean_t H(p_t)``, in nats: the entropy of the mean
+    prediction less the mean entropy of the single passes. In ``[0, log C]``; ``0`` when all
+    passes agree, ``log C`` for confident passes that disagree across all ``C`` classes. Tiny
+    negatives from rounding are clamped to ``0``.
+
+    Args:
+        mc_probs: ``[N, C, T]`` class probabilities of ``T`` stochastic passes.
+
+    Returns:
+        ``[N]``.
+    """
+    if mc_probs.ndim != 3:
+        raise ValueError(f"mc_probs must be [N, C, T], got {tuple(mc_probs.shape)}")
+    mean_entropy = -torch.special.xlogy(mc_probs, mc_probs).sum(dim=1).mean(dim=1)
+    return (entropy(mc_probs.mean(dim=2)) - mean_entropy).clamp_min(0.0)
+
+
+def k_center_greedy(
+    pool_features: torch.Tensor,
+    labeled_features: torch.Tensor,
+    n: int,
+    chunk_size: int = 4096,
+) -> torch.Tensor:
+    """Greedy k-center: ``n`` pool points, each the farthest from its nearest center so far.
+
+    The centers start as the labeled points; every pick becomes a center. Distances are
+    Euclidean and computed on the features' device. The initial nearest-center distances are
+    taken over chunks of ``chunk_size`` labeled points (peak memory ``[U, chunk_size]``, never
+    ``[U, L]``), and each greedy step updates them with one ``O(U d)`` pass.
+
+    Ties go to the lowest pool position. With no labeled points every pool point is infinitely
+    far from any center, so the first pick is position 0.
+
+    Args:
+        pool_features: ``[U, d]`` features of the unlabeled pool.
+        labeled_features: ``[L, d]`` features of the labeled set (``L`` may be 0).
+        n: number of points to choose, ``0 <= n <= U``.
+        chunk_size: labeled points per distance block; any value gives the same result.
+
+    Returns:
+        ``int64 [n]`` unique positions into ``pool_features``, in the order chosen.
+    """
+    if pool_features.ndim != 2 or labeled_features.ndim != 2:
+        raise ValueError(
+            f"features must be [U, d] and [L, d], got {tuple(pool_features.shape)} and "
+            f"{tuple(labeled_features.shape)}"
+        )
+    if labeled_features.shape[0] and labeled_features.shape[1] != pool_features.shape[1]:
+        raise ValueError(
+            f"feature dims differ: pool {pool_features.shape[1]}, "
+            f"labeled {labeled_features.shape[1]}"
+        )
+    num_pool = pool_features.shape[0]
+    if not 0 <= n <= num_pool:
+        raise ValueError(f"n must be in [0, {num_pool}] (the pool size), got {n}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+    # Half precision is too coarse for distances of large feature vectors.
+    dtype = torch.promote_types(pool_features.dtype, torch.float32)
+    pool = pool_features.to(dtype)
+    labeled = labeled_features.to(device=pool.device, dtype=dtype)
+
+    min_dist = torch.full((num_pool,), float("inf"), dtype=dtype, device=pool.device)
+    for chunk in labeled.split(chunk_size) if labeled.shape[0] else ():
+        # Direct differences rather than the |a|^2 + |b|^2 - 2ab matmul form: no cancellation,
+        # a pair's distance does not depend on its chunk, and it matches the per-step updates.
+        dist = torch.cdist(pool, chunk, compute_mode="donot_use_mm_for_euclid_dist")
+        torch.minimum(min_dist, dist.amin(dim=1), out=min_dist)
+
+    chosen = torch.empty(n, dtype=torch.int64, device=pool.device)
+    for step in range(n):
+        # The index stays a device tensor: no host synchronisation per step.
+        pick = torch.argmax(min_dist)
+        chosen[step] = pick
+        center = pool.index_select(0, pick.view(1))  # [1, d]
+        torch.minimum(min_dist, torch.linalg.vector_norm(pool - center, dim=1), out=min_dist)
+        # Duplicates of a pick also sit at distance 0; -inf keeps the pick itself from being
+        # chosen again once every remaining point is at 0.
+        min_dist.index_fill_(0, pick.view(1), float("-inf"))
+    return chosen
