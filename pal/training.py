@@ -178,13 +178,25 @@ def train_classifier(
     fit(model, len(x), loss_fn, spec, generator, progress=progress, phase="task")
 
 
-@torch.inference_mode()
 def predict_logits(
     model: nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int
 ) -> torch.Tensor:
     """Eval-mode logits ``[N, K]`` of ``x uint8 [N, C, H, W]``, in batches, no augmentation."""
+    return _in_batches(model, model, x, normalize, batch_size)
+
+
+def predict_features(
+    model: nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int
+) -> torch.Tensor:
+    """Eval-mode penultimate features ``[N, d]`` (``model.features``) of ``x uint8 [N, C, H, W]``,
+    in batches, no augmentation."""
+    return _in_batches(model.features, model, x, normalize, batch_size)
+
+
+@torch.inference_mode()
+def _in_batches(fn, model: nn.Module, x, normalize: Normalizer, batch_size: int) -> torch.Tensor:
     model.eval()
-    outs = [model(normalize(chunk)) for chunk in x.split(batch_size)]
+    outs = [fn(normalize(chunk)) for chunk in x.split(batch_size)]
     return torch.cat(outs) if outs else torch.empty(0)
 
 

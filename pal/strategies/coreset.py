@@ -7,23 +7,9 @@ point farthest from its nearest center (the 2-approximation of the k-center prob
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from pal.scoring import k_center_greedy
 from pal.strategies.base import Query, QueryContext, Strategy, register_strategy
-from pal.training import Normalizer
-
-
-@torch.inference_mode()
-def predict_features(
-    model: nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int
-) -> torch.Tensor:
-    """Eval-mode penultimate features ``[N, d]`` (``model.features``) of ``x uint8 [N, C, H, W]``,
-    in batches, no augmentation."""
-    model.eval()
-    outs = [model.features(normalize(chunk)) for chunk in x.split(batch_size)]
-    return torch.cat(outs)
+from pal.training import predict_features
 
 
 @register_strategy("coreset")
