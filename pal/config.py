@@ -75,6 +75,10 @@ class Config:
     # baselines (DBAL: MC dropout, Gal et al. 2017)
     mc_samples: int = 20
     dbal_acquisition: str = "bald"
+    # baselines (VAAL: VAE + adversarial discriminator, Sinha et al. 2019)
+    vaal_latent_dim: int = 32
+    vaal_epochs: int = 10
+    vaal_lr: float = 5e-4
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -265,5 +269,8 @@ def _check_ranges(c: Config) -> None:
     need(c.eval_batch_size >= 1, "eval_batch_size", ">= 1")
     need(0.0 <= c.dropout < 1.0, "dropout", "in [0, 1)")
     need(c.mc_samples >= 2, "mc_samples", ">= 2")
+    need(c.vaal_latent_dim >= 2, "vaal_latent_dim", ">= 2")
+    need(c.vaal_epochs >= 1, "vaal_epochs", ">= 1")
+    need(c.vaal_lr > 0.0, "vaal_lr", "> 0")
     need(len(set(c.missing_classes)) == len(c.missing_classes), "missing_classes", "unique")
     need(bool(c.dataset), "dataset", "a dataset name")

@@ -1,6 +1,6 @@
 """Query strategies, registered by name; importing this package registers the built-in ones."""
 
-from pal.strategies import baselines, coreset, dbal, pal  # noqa: F401  (registration side effect)
+from pal.strategies import baselines, coreset, dbal, pal, vaal  # noqa: F401  (registration)
 from pal.strategies.base import (
     STRATEGIES,
     PoolExhaustedError,
