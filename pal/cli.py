@@ -123,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
     sw.set_defaults(func=_cmd_sweep)
 
+    ab = sub.add_parser(
+        "ablate", help="run an ablation study (a grid of variants x seeds) from ablations/"
+    )
+    ab.add_argument("job", help="ablation file, e.g. ablations/components.py")
+    ab.add_argument("--smoke", action="store_true", help="the study's smoke size (seconds)")
+    ab.add_argument("--resume", action="store_true", help="continue the study's last run")
+    ab.add_argument("--tracking-uri", help="MLflow store (default as for pal sweep)")
+    ab.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    ab.set_defaults(func=_cmd_sweep, num_samples=None)
+
     lister = sub.add_parser("list", help="list datasets, strategies, backbones and config keys")
     lister.set_defaults(func=_cmd_list)
     return parser

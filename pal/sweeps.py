@@ -57,6 +57,8 @@ JOB_KEYS = {
     "max_failures": int,
     "storage_path": str,
     "experiment_name": str,
+    "variants": dict,
+    "seeds": list,
     "smoke": dict,
 }
 
@@ -78,6 +80,8 @@ class SweepJob:
     max_failures: int = 2
     storage_path: str = "runs"
     experiment_name: str = "pal-sweeps"
+    variants: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    seeds: list[int] = dataclasses.field(default_factory=list)
     smoke: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def smoke_sized(self) -> SweepJob:
@@ -113,7 +117,8 @@ def load_job(path: str | os.PathLike) -> SweepJob:
         wanted = JOB_KEYS[key]
         if not isinstance(value, wanted) or isinstance(value, bool) != (wanted is bool):
             raise ConfigError(f"job: {key} must be {wanted}, got {value!r}")
-    for key in ("name", "base", "search_space"):
+    raw.setdefault("search_space", {})
+    for key in ("name", "base"):
         if key not in raw:
             raise ConfigError(f"job: {str(p)!r} must set {key!r}")
     job = SweepJob(**raw)
@@ -128,6 +133,12 @@ def validate_job(job: SweepJob) -> None:
     if job.max_concurrent_trials < 1:
         raise ConfigError(f"max_concurrent_trials: must be >= 1, got {job.max_concurrent_trials}")
     config = make_config(job.base)  # raises on a bad base
+    for name, overrides in job.variants.items():
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"variants.{name}: must be a dict of config keys, got {overrides!r}")
+        make_config(job.base, **overrides)
+    for seed in job.seeds:
+        make_config(job.base, seed=seed)
     for key, spec in job.search_space.items():
         if key not in config.to_dict():
             make_config(job.base, **{key: None})  # raises the unknown-key error
@@ -194,7 +205,9 @@ def trainable(params: dict[str, Any]) -> None:
     from pal.tracking import MLflowTracker
 
     sweep = params["_sweep"]
-    config = make_config({k: v for k, v in params.items() if not k.startswith("_")})
+    variant = params.get("_variant")
+    overrides = sweep["variants"][variant] if variant is not None else {}
+    config = make_config({k: v for k, v in params.items() if not k.startswith("_")}, **overrides)
     threads = max(1, int(sweep.get("cpus_per_trial", 1)))
     torch.set_num_threads(threads)
     experiment = Experiment(config)
@@ -213,6 +226,8 @@ def trainable(params: dict[str, Any]) -> None:
         "ray.node_ip": _node_ip(),
         "pal.sweep": sweep["name"],
     }
+    if variant is not None:
+        tags["pal.variant"] = variant
     if checkpoint is not None:
         tags["pal.resumed_at_round"] = experiment.rounds_done
     tracker = MLflowTracker(
@@ -288,7 +303,30 @@ class SweepResult:
     run_dir: str
     n_trials: int
     n_errored: int
+    variants: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     result_grid: Any = None
+
+
+def variant_table(results) -> dict[str, dict[str, float]]:
+    """Per variant (ablations): trials, and mean and std over seeds of ``val_auc`` and the last
+    round's test accuracy."""
+    import numpy as np
+
+    groups: dict[str, list] = {}
+    for r in results:
+        groups.setdefault(r.config.get("_variant", "-"), []).append(r.metrics)
+    table = {}
+    for name, metrics in groups.items():
+        auc = np.array([m[OBJECTIVE] for m in metrics], dtype=float)
+        test = np.array([m["test_accuracy"] for m in metrics], dtype=float)
+        table[name] = {
+            "trials": len(metrics),
+            "val_auc_mean": float(auc.mean()),
+            "val_auc_std": float(auc.std()),
+            "final_test_accuracy_mean": float(test.mean()),
+            "final_test_accuracy_std": float(test.std()),
+        }
+    return table
 
 
 def sweep(
@@ -358,9 +396,14 @@ def sweep(
         "experiment_name": job.experiment_name,
         "parent_run_id": parent_run_id,
         "cpus_per_trial": job.cpus_per_trial,
+        "variants": job.variants,
         "fail_once_at_round": _fail_once_at_round,
     }
     param_space = {**base, **to_tune_space(job.search_space), "_sweep": sweep_info}
+    if job.variants:
+        param_space["_variant"] = tune.grid_search(list(job.variants))
+    if job.seeds:
+        param_space["seed"] = tune.grid_search(list(job.seeds))
     trial_fn = tune.with_resources(trainable, resources)
     study_storage = _optuna_storage(uri, storage)
     run_dir = f"{storage.rstrip('/')}/{run_name}"
@@ -396,10 +439,17 @@ def sweep(
         raise RuntimeError(f"sweep {job.name!r}: all {len(grid)} trials failed; see {run_dir}")
     best = max(ok, key=lambda r: _finite(r.metrics[OBJECTIVE]))
     best_config = {k: v for k, v in best.config.items() if not k.startswith("_")}
+    best_config.update(job.variants.get(best.config.get("_variant"), {}))
+    variants = variant_table(ok) if job.variants else {}
     finish_sweep_run(
         uri,
         parent_run_id,
-        {"best_config": best_config, "best_val_auc": best.metrics[OBJECTIVE], "trials": len(grid)},
+        {
+            "best_config": best_config,
+            "best_val_auc": best.metrics[OBJECTIVE],
+            "trials": len(grid),
+            "variants": variants,
+        },
         _importances(study_storage, run_name) if _searcher_used(job) else None,
     )
     result = SweepResult(
@@ -411,6 +461,7 @@ def sweep(
         run_dir=run_dir,
         n_trials=len(grid),
         n_errored=errored,
+        variants=variants,
         result_grid=grid,
     )
     if verbose:
@@ -424,6 +475,12 @@ def summary(result: SweepResult, ui: str, job_path: str | os.PathLike) -> str:
         f"sweep {result.job.name}: {result.n_trials} trials ({result.n_errored} errored)",
         f"best {OBJECTIVE} (mean validation accuracy over rounds): {result.best_val_auc:.4f}",
         f"best searched values: {json.dumps(searched)}",
+        *(
+            f"  {name:<24} {v['trials']} seeds  val_auc {v['val_auc_mean']:.4f} "
+            f"+- {v['val_auc_std']:.4f}  final test acc {v['final_test_accuracy_mean']:.4f} "
+            f"+- {v['final_test_accuracy_std']:.4f}"
+            for name, v in result.variants.items()
+        ),
         f"MLflow: {result.tracking_uri}, experiment {result.job.experiment_name!r}, "
         f"sweep run {result.parent_run_id}",
         f"open the MLflow UI: {ui}",
@@ -465,7 +522,10 @@ def _searcher(job: SweepJob, study_storage: str | None, study_name: str):
 
 
 def _searcher_used(job: SweepJob) -> bool:
-    return bool(job.search_space) and all(spec[0] != "grid" for spec in job.search_space.values())
+    """Optuna samples a search space; grids, variants and seed repetitions enumerate instead."""
+    if not job.search_space or job.variants or job.seeds:
+        return False
+    return all(spec[0] != "grid" for spec in job.search_space.values())
 
 
 def _importances(study_storage: str | None, study_name: str) -> dict[str, float] | None:

@@ -479,6 +479,8 @@ def finish_sweep_run(
         client.log_metric(run_id, "best_val_auc", float(summary["best_val_auc"]))
         client.log_metric(run_id, "trials", float(summary["trials"]))
         client.log_dict(run_id, summary["best_config"], "best_config.json")
+        if summary.get("variants"):
+            client.log_dict(run_id, summary["variants"], "variants.json")
     if importances:
         client.log_dict(run_id, importances, "param_importances.json")
         with tempfile.TemporaryDirectory(prefix="pal-mlflow-") as tmp:
