@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 import pal
@@ -42,15 +40,6 @@ def test_components_are_the_papers_three():
         "S_S+S_C": {"lambda1": 1.0, "lambda2": 0.0},
         "S_S+S_C+S_D": {"lambda1": 1.0, "lambda2": 1.0},
     }
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.mark.slow

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 import pal
@@ -49,15 +47,6 @@ def _job(space: str = '"lambda1": ["uniform", 0.0, 1.0]', extra: str = '"seed": 
         f"    return {{'name': 't', 'base': {{'dataset': 'digits'}}, 'search_space': {{{space}}},"
         f" {extra}}}\n"
     )
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
