@@ -42,7 +42,6 @@ from typing import Any
 from pal.config import ConfigError, make_config
 
 OBJECTIVE = "val_auc"
-SWEEP_STATE_FILE = "pal_sweep.json"
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint", "grid")
 JOB_KEYS = {
     "name": str,
