@@ -87,6 +87,16 @@ def sweep(job: str | os.PathLike, **options):
     return run_sweep(job, **options)
 
 
+def report(study: str | os.PathLike, **options):
+    """Figures and tables of a sweep or ablation study from MLflow; see :func:`pal.reports.report`.
+
+    >>> pal.report("components")  # doctest: +SKIP
+    """
+    from pal.reports import report as make_report  # matplotlib and MLflow only when asked
+
+    return make_report(study, **options)
+
+
 __all__ = [
     "BACKBONES",
     "DATASETS",
@@ -104,6 +114,7 @@ __all__ = [
     "list_strategies",
     "load_dataset",
     "make_config",
+    "report",
     "run_experiment",
     "sweep",
 ]

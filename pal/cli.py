@@ -1,6 +1,8 @@
 """The ``pal`` command line.
 
 pal run --config configs/digits.yaml --set lambda2=0 --set seed=3 [--output result.json]
+pal sweep tune_jobs/quickstart.py | pal ablate ablations/components.py --smoke
+pal report components
 pal list
 """
 
@@ -80,6 +82,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pal.reports import report
+
+    result = report(
+        args.study, tracking_uri=args.tracking_uri, out_dir=args.out, log=not args.no_log
+    )
+    print(result.markdown)
+    print(f"wrote {', '.join(sorted(result.files))} to {result.folder}")
+    if not args.no_log:
+        print(f"and as artifacts report/* of the study's run {result.parent_run_id}")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from pal import list_backbones, list_datasets, list_strategies
     from pal.config import field_names
@@ -132,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--tracking-uri", help="MLflow store (default as for pal sweep)")
     ab.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
     ab.set_defaults(func=_cmd_sweep, num_samples=None)
+
+    rep = sub.add_parser(
+        "report", help="figures and tables of a study from its MLflow runs (PNG, CSV, Markdown)"
+    )
+    rep.add_argument("study", help="study name (e.g. components), parent run id, or job file")
+    rep.add_argument("--out", help="folder to write (default reports/<study>-<run id>)")
+    rep.add_argument("--tracking-uri", help="MLflow store (default as for pal sweep)")
+    rep.add_argument("--no-log", action="store_true", help="do not attach to the study's run")
+    rep.set_defaults(func=_cmd_report)
 
     lister = sub.add_parser("list", help="list datasets, strategies, backbones and config keys")
     lister.set_defaults(func=_cmd_list)

@@ -135,6 +135,7 @@ class Experiment:
                 f"an initial pool of {self.initial_size}"
             )
         self.pool = pool
+        self.n_pool = budget
         self.val = np.sort(val)
         self.missing_class_ids = missing
         self.state: dict[str, Any] = {
@@ -229,6 +230,8 @@ class Experiment:
             query_seconds=float(pending["seconds"]),
             train_seconds=train_seconds,
             query_metrics=dict(pending["metrics"]),
+            n_pool=self.n_pool,
+            missing_class_share=self._missing_share(selected),
         )
         next_pending = self._query(r + 1) if r < cfg.rounds else None
         record.seconds = float(pending["seconds"]) + time.perf_counter() - start
@@ -319,6 +322,11 @@ class Experiment:
             return {}
         counts = self._class_counts(indices)
         return {name: c / len(indices) for name, c in counts.items()}
+
+    def _missing_share(self, indices: np.ndarray) -> float:
+        if len(indices) == 0 or len(self.missing_class_ids) == 0:
+            return math.nan
+        return float(np.isin(self.y_true[indices], self.missing_class_ids).mean())
 
     def result(self, records: list[RoundRecord]) -> ExperimentResult:
         return ExperimentResult(self.config, records, self.classes, str(self.device))

@@ -28,6 +28,11 @@ class RoundRecord:
         query_seconds / train_seconds: the two main parts of ``seconds``.
         query_metrics: strategy-specific numbers, e.g. PAL's ``ss_sc_pearson``, ``ss_sc_spearman``
             (the Table 1 correlations of ``S_S`` and ``S_C`` on the unlabeled pool).
+        n_pool: the active-learning pool ``|D_L| + |D_U|`` (the training split's pool less the
+            validation set); ``100 * n_labeled / n_pool`` is the percent labeled.
+        missing_class_share: share of this round's query from the classes missing from the
+            initial pool (``missing_classes``; Figure 3 right); NaN when none are missing or in
+            round 0.
     """
 
     round: int
@@ -42,6 +47,12 @@ class RoundRecord:
     query_seconds: float = 0.0
     train_seconds: float = 0.0
     query_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    n_pool: int = 0
+    missing_class_share: float = math.nan
+
+    @property
+    def percent_labeled(self) -> float:
+        return 100.0 * self.n_labeled / self.n_pool if self.n_pool else math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_safe(v) for k, v in dataclasses.asdict(self).items()}

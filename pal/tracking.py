@@ -348,6 +348,9 @@ def round_metrics(record: RoundRecord) -> dict[str, float]:
         "val_accuracy": record.val_accuracy,
         "test_accuracy": record.test_accuracy,
         "n_labeled": record.n_labeled,
+        "n_pool": record.n_pool,
+        "percent_labeled": record.percent_labeled,
+        "missing_class_share": record.missing_class_share,
         "n_noisy_labels": record.n_noisy_labels,
         "round_seconds": record.seconds,
         "query_seconds": record.query_seconds,
@@ -504,3 +507,86 @@ def draw_importances(importances: dict[str, float], path: Path) -> None:
     ax.set_title("Optuna parameter importances")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+# ---------------------------------------------------------------------- studies (reports)
+# Metrics a report reads; per-class shares other than the query's are left in the store.
+_REPORT_SKIP_PREFIXES = ("labeled_class_fraction/",)
+
+
+def find_study_run(tracking_uri: str, study: str):
+    """The parent run of a sweep or ablation study: ``study`` is its run id or its name.
+
+    By name, the newest run tagged ``pal.kind=sweep`` and ``pal.sweep=<name>`` in any experiment.
+
+    Raises:
+        ConfigError: ``study: ...`` naming the studies the store has when none matches.
+    """
+    client = MlflowClient(tracking_uri)
+    if re.fullmatch(r"[0-9a-f]{32}", study):
+        try:
+            return client.get_run(study)
+        except MlflowException:
+            pass
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    name = study.replace("'", "")
+    runs = client.search_runs(
+        experiments,
+        f"tags.`pal.kind` = 'sweep' and tags.`pal.sweep` = '{name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if runs:
+        return runs[0]
+    known = client.search_runs(experiments, "tags.`pal.kind` = 'sweep'", max_results=200)
+    names = sorted({r.data.tags.get("pal.sweep", "?") for r in known})
+    raise ConfigError(
+        f"study: no study {study!r} in {tracking_uri!r}; the store has {names or 'no studies'} "
+        "(give a name or a parent run id)"
+    )
+
+
+def load_study(tracking_uri: str, study: str) -> dict[str, Any]:
+    """A study's runs as plain data, for :mod:`pal.reports`.
+
+    Returns:
+        ``{"name", "parent_run_id", "experiment_id", "runs": [...]}``, one entry per nested run:
+        ``{"run_id", "run_name", "status", "variant", "params": {key: str},
+        "history": {metric: {round: value}}}`` (``variant`` is the ``pal.variant`` tag, else
+        the strategy).
+    """
+    client = MlflowClient(tracking_uri)
+    parent = find_study_run(tracking_uri, study)
+    parent_id = parent.info.run_id
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000
+    )
+    runs = []
+    for run in sorted(children, key=lambda r: r.info.start_time or 0):
+        keys = [k for k in run.data.metrics if not k.startswith(_REPORT_SKIP_PREFIXES)]
+        history = {
+            key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+            for key in keys
+        }
+        params = dict(run.data.params)
+        runs.append(
+            {
+                "run_id": run.info.run_id,
+                "run_name": run.info.run_name,
+                "status": run.info.status,
+                "variant": run.data.tags.get("pal.variant", params.get("strategy", "-")),
+                "params": params,
+                "history": history,
+            }
+        )
+    return {
+        "name": parent.data.tags.get("pal.sweep", parent.info.run_name),
+        "parent_run_id": parent_id,
+        "experiment_id": parent.info.experiment_id,
+        "runs": runs,
+    }
+
+
+def log_report(tracking_uri: str, run_id: str, folder: str | os.PathLike) -> None:
+    """Attach a report's files to the study's parent run, under ``report/``."""
+    MlflowClient(tracking_uri).log_artifacts(run_id, str(folder), "report")

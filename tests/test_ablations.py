@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import pal
+from pal.cli import main
+from pal.reports import COLORS
 from pal.sweeps import load_job
 from tests.conftest import REPO
+from tests.test_reports import pixels_of
 
 STUDIES = sorted(p for p in (REPO / "ablations").glob("*.py") if not p.name.startswith("_"))
 
@@ -70,3 +75,19 @@ def test_study_runs_at_smoke_size(ray_local, path, tmp_path):
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert "variants.json" in artifacts
     assert parent.data.tags["pal.sweep"] == job.name
+
+    # pal report on the study's job file: figures read back, artifacts on the study's run
+    out = tmp_path / "report"
+    assert main(["report", str(path), "--tracking-uri", uri, "--out", str(out)]) == 0
+    for variant, color in zip(job.variants, COLORS, strict=False):
+        assert pixels_of(out / "accuracy.png", color) > 50, variant
+    shares = json.loads((out / "report.json").read_text())["missing_class_share"]
+    if job.base.get("missing_classes"):
+        assert set(shares) == set(job.variants)
+        assert all(len(c["mean"]) == 2 for c in shares.values())  # the two smoke queries
+        for variant, color in zip(job.variants, COLORS, strict=False):
+            assert pixels_of(out / "missing_classes.png", color) > 50, variant
+    else:
+        assert shares == {} and not (out / "missing_classes.png").exists()
+    logged = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
+    assert {"report/accuracy.png", "report/accuracy.csv", "report/report.md"} <= logged
