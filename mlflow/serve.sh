@@ -6,6 +6,7 @@
 #   mlflow/serve.sh --host 10.0.0.5         an address of a private network the workers share
 #   HOST=10.0.0.5 PORT=5001 mlflow/serve.sh
 #   mlflow/serve.sh -- --workers 2          arguments after -- go to `mlflow server` as they are
+#   ARTIFACTS=s3://bucket/pal/mlflow mlflow/serve.sh --host 10.0.0.5   artifacts in S3
 #
 # PYTHON picks the interpreter whose mlflow runs (default: the `mlflow` on PATH).
 # Never bind to an address reachable from the internet: the server has no authentication.
@@ -17,7 +18,7 @@ port="${PORT:-5000}"
 extra=()
 
 usage() {
-    sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 while [[ $# -gt 0 ]]; do
@@ -46,7 +47,8 @@ else
     exit 2
 fi
 
-mkdir -p "$here/artifacts"
+artifacts="${ARTIFACTS:-$here/artifacts}"
+[[ "$artifacts" == *://* ]] || mkdir -p "$artifacts"
 # The GenAI job runner (a pool of task consumers) is not needed to track experiments.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 
@@ -54,13 +56,13 @@ shown="$host"
 [[ "$host" == "0.0.0.0" ]] && shown="$(hostname -I 2>/dev/null | awk '{print $1}')"
 echo "MLflow server: http://${shown:-$host}:$port"
 echo "  runs      sqlite:///$here/mlflow.db"
-echo "  artifacts $here/artifacts"
+echo "  artifacts $artifacts"
 echo "  clients:  export MLFLOW_TRACKING_URI=http://${shown:-$host}:$port"
 
 exec "${mlflow[@]}" server \
     --host "$host" \
     --port "$port" \
     --backend-store-uri "sqlite:///$here/mlflow.db" \
-    --artifacts-destination "$here/artifacts" \
+    --artifacts-destination "$artifacts" \
     --serve-artifacts \
     ${extra[@]+"${extra[@]}"}

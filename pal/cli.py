@@ -78,6 +78,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         num_samples=args.num_samples,
         tracking_uri=args.tracking_uri,
         address=args.address,
+        storage_path=args.storage_path,
     )
     return 0
 
@@ -136,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or mlflow/mlflow.db)"
     )
     sw.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    sw.add_argument(
+        "--storage-path",
+        help="trial checkpoints and Tune state; on a cluster s3://... or a shared file system "
+        "(default: $PAL_STORAGE_PATH, else the job's storage_path)",
+    )
     sw.set_defaults(func=_cmd_sweep)
 
     ab = sub.add_parser(
@@ -146,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--resume", action="store_true", help="continue the study's last run")
     ab.add_argument("--tracking-uri", help="MLflow store (default as for pal sweep)")
     ab.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    ab.add_argument("--storage-path", help="as for pal sweep")
     ab.set_defaults(func=_cmd_sweep, num_samples=None)
 
     rep = sub.add_parser(

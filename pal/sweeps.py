@@ -16,10 +16,19 @@ A sweep is described by a *job file*: a Python file whose ``get_job()`` returns 
                              "optimizer": ["choice", ["sgd", "adam"]],
                              "subqueries": ["randint", 1, 8]},       # high bound inclusive
             "num_samples": 8, "max_concurrent_trials": 2,
-            "cpus_per_trial": 1, "gpus_per_trial": 1,   # a GPU only where the cluster has one
+            "cpus_per_trial": 1, "gpus_per_trial": 1,   # see "Where trials run" below
+            "resources_per_trial": {},                  # custom Ray resources, e.g. {"a100": 1}
             "asha": False, "seed": 0, "max_failures": 2,
             "smoke": {"base": {"rounds": 2, ...}, "num_samples": 2}, # what --smoke changes
         }
+
+Where trials run: on the Ray cluster at ``address`` (or ``RAY_ADDRESS``, which ``ray job submit``
+sets) when there is one, where every trial asks for ``gpus_per_trial`` GPUs as the job says, and
+the autoscaler starts GPU workers for them; otherwise on a local Ray started here, where a job's
+GPUs are asked for only if this machine has some. ``storage_path`` (trial checkpoints, Tune's
+state) is ``--storage-path``, else ``PAL_STORAGE_PATH``, else the job's: on a cluster it must be
+storage every node reaches (``s3://...``, or a shared file system). Every trial's MLflow run is
+tagged with the node it ran on (``ray.node_id``, ``ray.node``, ``ray.node_ip``).
 
 The objective is ``val_auc``: the mean validation accuracy over the rounds so far (the area under
 the learning curve, per round). Test accuracy is reported and logged, never optimised.
@@ -51,6 +60,7 @@ JOB_KEYS = {
     "max_concurrent_trials": int,
     "cpus_per_trial": (int, float),
     "gpus_per_trial": (int, float),
+    "resources_per_trial": dict,
     "asha": bool,
     "seed": int,
     "max_failures": int,
@@ -78,6 +88,7 @@ class SweepJob:
     seed: int = 0
     max_failures: int = 2
     storage_path: str = "runs"
+    resources_per_trial: dict[str, float] = dataclasses.field(default_factory=dict)
     experiment_name: str = "pal-sweeps"
     variants: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     seeds: list[int] = dataclasses.field(default_factory=list)
@@ -221,6 +232,7 @@ def trainable(params: dict[str, Any]) -> None:
     context = tune.get_context()
     tags = {
         "ray.trial_id": context.get_trial_id(),
+        "ray.node_id": _node_id(),
         "ray.node": socket.gethostname(),
         "ray.node_ip": _node_ip(),
         "pal.sweep": sweep["name"],
@@ -241,7 +253,6 @@ def trainable(params: dict[str, Any]) -> None:
     run_id = tracker.start()
     try:
         for record in experiment.rounds():
-            _fault_hook(sweep.get("fail_once_at_round"), record.round)
             tracker(record, experiment)
             val_history.append(record.val_accuracy)
             finite = [v for v in val_history if not math.isnan(v)]
@@ -264,6 +275,7 @@ def trainable(params: dict[str, Any]) -> None:
                 }
                 (Path(folder) / "state.json").write_text(json.dumps(state))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            _fault_hook(sweep.get("fault"), record.round)
     except BaseException:
         tracker.finish("FAILED")
         raise
@@ -271,13 +283,34 @@ def trainable(params: dict[str, Any]) -> None:
 
 
 def _fault_hook(spec: dict | None, round_: int) -> None:
-    """Test hook: fail the first time ``round_`` reaches ``spec['round']`` (marker file)."""
+    """Test hook, once per sweep (a marker file), after ``spec['round']`` is logged and saved:
+    ``action`` ``raise`` fails the trial; ``hang`` writes the node id into the marker and
+    sleeps, so that a test can take the node away in the middle of the trial."""
     if not spec or round_ != spec["round"]:
         return
-    marker = Path(spec["marker"])
-    if not marker.exists():
-        marker.write_text("failed once")
-        raise RuntimeError(f"injected fault in round {round_}")
+    try:
+        fd = os.open(spec["marker"], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    if spec.get("action", "raise") == "raise":
+        os.close(fd)
+        raise RuntimeError(f"injected fault after round {round_}")
+    import time
+
+    import ray
+
+    os.write(fd, f"{ray.get_runtime_context().get_node_id()} {os.getpid()}\n".encode())
+    os.close(fd)
+    time.sleep(float(spec.get("seconds", 600)))
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - a tag, never worth failing a trial over
+        return "unknown"
 
 
 def _node_ip() -> str:
@@ -338,7 +371,7 @@ def sweep(
     address: str | None = None,
     storage_path: str | None = None,
     verbose: int = 1,
-    _fail_once_at_round: dict | None = None,
+    _fault: dict | None = None,
 ) -> SweepResult:
     """Run (or with ``resume=True`` continue) the sweep described by a job file.
 
@@ -360,6 +393,7 @@ def sweep(
     job = load_job(job_path)
     if smoke:
         job = job.smoke_sized()
+    storage_path = storage_path or os.environ.get("PAL_STORAGE_PATH") or None
     overrides = {"num_samples": num_samples, "storage_path": storage_path}
     job = dataclasses.replace(job, **{k: v for k, v in overrides.items() if v is not None})
     validate_job(job)
@@ -369,25 +403,23 @@ def sweep(
     check_tracking_store(uri)
 
     storage = _storage_root(job.storage_path)
-    pointer = Path(storage) / f"{job.name}.latest.json" if "://" not in storage else None
-    previous = json.loads(pointer.read_text()) if resume and pointer and pointer.exists() else None
+    pointer = f"{storage.rstrip('/')}/{job.name}.latest.json"
+    previous = _read_pointer(pointer) if resume else None
     if resume and previous is None:
         raise ConfigError(f"--resume: no earlier sweep of job {job.name!r} under {storage}")
 
+    address = address or os.environ.get("RAY_ADDRESS")
+    on_cluster = bool(address) or _connected_to_cluster()
     if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
         ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 1)
-    gpus = ray.cluster_resources().get("GPU", 0) if job.gpus_per_trial else 0
-    resources = {"cpu": job.cpus_per_trial, "gpu": job.gpus_per_trial if gpus else 0}
+    trial_resources = _trial_resources(job, on_cluster, ray.cluster_resources())
 
     if previous:
         parent_run_id, run_name = previous["parent_run_id"], previous["run_name"]
     else:
         parent_run_id = start_sweep_run(uri, job.experiment_name, job.name, dataclasses.asdict(job))
         run_name = f"{job.name}-{parent_run_id[:8]}"
-        if pointer:
-            pointer.parent.mkdir(parents=True, exist_ok=True)
-            pointer.write_text(json.dumps({"parent_run_id": parent_run_id, "run_name": run_name}))
+        _write_pointer(pointer, {"parent_run_id": parent_run_id, "run_name": run_name})
 
     sweep_info = {
         "name": job.name,
@@ -396,14 +428,14 @@ def sweep(
         "parent_run_id": parent_run_id,
         "cpus_per_trial": job.cpus_per_trial,
         "variants": job.variants,
-        "fail_once_at_round": _fail_once_at_round,
+        "fault": _fault,
     }
     param_space = {**base, **to_tune_space(job.search_space), "_sweep": sweep_info}
     if job.variants:
         param_space["_variant"] = tune.grid_search(list(job.variants))
     if job.seeds:
         param_space["seed"] = tune.grid_search(list(job.seeds))
-    trial_fn = tune.with_resources(trainable, resources)
+    trial_fn = tune.with_resources(trainable, trial_resources)
     study_storage = _optuna_storage(uri, storage)
     run_dir = f"{storage.rstrip('/')}/{run_name}"
     if previous:
@@ -486,6 +518,76 @@ def summary(result: SweepResult, ui: str, job_path: str | os.PathLike) -> str:
         f"resume if interrupted: pal sweep {job_path} --resume   (Tune state in {result.run_dir})",
     ]
     return "\n".join(lines)
+
+
+def _connected_to_cluster() -> bool:
+    """Whether this process is already attached to a Ray cluster it did not start itself."""
+    import ray
+
+    if not ray.is_initialized():
+        return False
+    return len(ray.nodes()) > 1 or bool(os.environ.get("RAY_ADDRESS"))
+
+
+def _trial_resources(job: SweepJob, on_cluster: bool, available: dict[str, float]):
+    """One bundle per trial: CPUs, GPUs and the job's custom resources.
+
+    On a cluster the job's GPUs are asked for even when no GPU node is up yet (the autoscaler
+    starts one for them); on a local Ray started here only when this machine has GPUs, so a job
+    written for GPUs still runs on a laptop.
+
+    Raises:
+        ConfigError: ``resources_per_trial: ...`` for a resource no node of the cluster has
+            (with a local Ray: one the trials could never get).
+    """
+    from ray.tune import PlacementGroupFactory
+
+    gpus = job.gpus_per_trial if (on_cluster or available.get("GPU", 0)) else 0
+    bundle = {
+        "CPU": float(job.cpus_per_trial),
+        **{k: float(v) for k, v in job.resources_per_trial.items()},
+    }
+    if gpus:
+        bundle["GPU"] = float(gpus)
+    for name, amount in job.resources_per_trial.items():
+        if name in ("CPU", "GPU", "cpu", "gpu"):
+            raise ConfigError(
+                f"resources_per_trial: {name!r} is set by cpus_per_trial / gpus_per_trial"
+            )
+        if not on_cluster and available.get(name, 0) < amount:
+            raise ConfigError(
+                f"resources_per_trial: {name}={amount} but this Ray has "
+                f"{available.get(name, 0):g} of it; custom resources are declared by the nodes "
+                "(ray start --resources, or resources: in cluster.yaml)"
+            )
+    return PlacementGroupFactory([bundle])
+
+
+def _read_pointer(path: str) -> dict | None:
+    """The ``<job>.latest.json`` that names a job's last sweep (local path or ``s3://``...)."""
+    if "://" not in path:
+        p = Path(path)
+        return json.loads(p.read_text()) if p.exists() else None
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+    if fs.get_file_info(inner).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(inner) as f:
+        return json.loads(f.read().decode())
+
+
+def _write_pointer(path: str, value: dict) -> None:
+    if "://" not in path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(value))
+        return
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(inner) as f:
+        f.write(json.dumps(value).encode())
 
 
 def _finite(value: float) -> float:

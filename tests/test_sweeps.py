@@ -119,7 +119,7 @@ def test_quickstart_smoke_sweep_tracks_every_round(ray_local, mlflow_server, tmp
 
 
 @pytest.mark.slow
-def test_a_trial_killed_in_round_2_resumes_there(ray_local, mlflow_server, tmp_path):
+def test_a_trial_failing_after_round_1_resumes_at_round_2(ray_local, mlflow_server, tmp_path):
     marker = tmp_path / "failed-once"
     result = pal.sweep(
         QUICKSTART,
@@ -127,7 +127,7 @@ def test_a_trial_killed_in_round_2_resumes_there(ray_local, mlflow_server, tmp_p
         num_samples=1,
         tracking_uri=mlflow_server,
         storage_path=str(tmp_path / "runs"),
-        _fail_once_at_round={"round": 2, "marker": str(marker)},
+        _fault={"round": 1, "marker": str(marker)},
     )
     assert marker.exists()  # the fault really fired
     assert result.n_errored == 0
