@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 import pal
-from tests.conftest import REPO
-from tests.servers import start_mlflow_server
+from tests.conftest import REPO, child_runs
 
 CLUSTER_FILES = [REPO / "cluster.yaml", REPO / "cluster.local.yaml"]
 
@@ -146,20 +146,6 @@ def cluster():
     cluster.shutdown()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with start_mlflow_server(tmp_path_factory.mktemp("cluster-mlflow")) as uri:
-        yield uri
-
-
-def trial_runs(uri: str, parent: str):
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
-    experiment = client.get_run(parent).info.experiment_id
-    return client, client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
-
-
 def history(client, run_id: str, key: str) -> list[tuple[int, float, int]]:
     return sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key))
 
@@ -184,15 +170,15 @@ def test_trial_resources_on_a_cluster_and_on_a_local_ray():
 
 
 @pytest.mark.slow
-def test_a_sweep_places_trials_on_both_workers(cluster, server, tmp_path, monkeypatch):
+def test_a_sweep_places_trials_on_both_workers(cluster, mlflow_server, tmp_path, monkeypatch):
     cluster_, workers = cluster
     job = tmp_path / "two_nodes.py"
     job.write_text(JOB.format(name="two-nodes", rounds=2, epochs=20, seeds=[0, 1]))
     monkeypatch.setenv("PAL_STORAGE_PATH", str(tmp_path / "shared-storage"))
-    result = pal.sweep(job, tracking_uri=server, address=cluster_.address, verbose=0)
+    result = pal.sweep(job, tracking_uri=mlflow_server, address=cluster_.address, verbose=0)
     assert result.run_dir.startswith(str(tmp_path / "shared-storage"))
     assert result.n_trials == 2 and result.n_errored == 0
-    client, runs = trial_runs(server, result.parent_run_id)
+    client, _, runs = child_runs(mlflow_server, result.parent_run_id)
     assert len(runs) == 2
     nodes = {run.data.tags["ray.node_id"] for run in runs}
     assert nodes == {w.node_id for w in workers}  # one trial on each worker
@@ -203,7 +189,7 @@ def test_a_sweep_places_trials_on_both_workers(cluster, server, tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_a_worker_lost_mid_trial_costs_at_most_one_round(cluster, server, tmp_path):
+def test_a_worker_lost_mid_trial_costs_at_most_one_round(cluster, mlflow_server, tmp_path):
     cluster_, workers = cluster
     job = tmp_path / "node_loss.py"
     job.write_text(JOB.format(name="node-loss", rounds=3, epochs=2, seeds=[0]))
@@ -220,7 +206,7 @@ def test_a_worker_lost_mid_trial_costs_at_most_one_round(cluster, server, tmp_pa
         time.sleep(0.5)
         node_id = marker.read_text().split()[0]  # "<node id> <pid>"
         (node,) = [w for w in workers if w.node_id == node_id]
-        client = __import__("mlflow").MlflowClient(server)
+        client = MlflowClient(mlflow_server)
         runs = client.search_runs(
             [e.experiment_id for e in client.search_experiments()],
             "tags.`pal.sweep` = 'node-loss'",
@@ -241,7 +227,7 @@ def test_a_worker_lost_mid_trial_costs_at_most_one_round(cluster, server, tmp_pa
     watcher.start()
     result = pal.sweep(
         job,
-        tracking_uri=server,
+        tracking_uri=mlflow_server,
         address=cluster_.address,
         storage_path=str(tmp_path / "shared-storage"),
         verbose=0,
@@ -250,7 +236,7 @@ def test_a_worker_lost_mid_trial_costs_at_most_one_round(cluster, server, tmp_pa
     watcher.join(timeout=10)
     assert lost and isinstance(lost[0], str), f"the node was not taken away: {lost}"
     assert result.n_errored == 0
-    client, runs = trial_runs(server, result.parent_run_id)
+    client, _, runs = child_runs(mlflow_server, result.parent_run_id)
     (run,) = runs  # the retried trial logged into the same run
     survivor = {w.node_id for w in workers} - set(lost)
     assert run.data.tags["ray.node_id"] in survivor  # it finished on the other worker

@@ -7,7 +7,7 @@ import pytest
 import pal
 from pal.config import ConfigError
 from pal.sweeps import load_job, to_tune_space, validate_job
-from tests.conftest import REPO
+from tests.conftest import REPO, child_runs
 
 QUICKSTART = REPO / "tune_jobs" / "quickstart.py"
 JOBS = sorted(p for p in (REPO / "tune_jobs").glob("*.py") if not p.name.startswith("_"))
@@ -47,25 +47,6 @@ def _job(space: str = '"lambda1": ["uniform", 0.0, 1.0]', extra: str = '"seed": 
         f"    return {{'name': 't', 'base': {{'dataset': 'digits'}}, 'search_space': {{{space}}},"
         f" {extra}}}\n"
     )
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    from tests.servers import start_mlflow_server
-
-    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
-        yield uri
-
-
-def child_runs(uri: str, parent_run_id: str):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    parent = client.get_run(parent_run_id)
-    runs = client.search_runs(
-        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'"
-    )
-    return client, parent, runs
 
 
 def steps(client, run_id: str, key: str) -> list[int]:
