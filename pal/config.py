@@ -65,6 +65,10 @@ class Config:
     eval_batch_size: int = 512
     dropout: float = 0.0
     device: str = "auto"
+    # speed: bf16 autocast and channels-last where they pay (GPUs), torch.compile on request
+    precision: str = "auto"
+    memory_format: str = "auto"
+    compile: bool = False
     # PAL (Eq. 4 and Section 3.3)
     lambda1: float = 1.0
     lambda2: float = 1.0
@@ -178,6 +182,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("sgd", "adam"),
     "lr_schedule": ("cosine", "constant"),
     "device": ("auto", "cpu", "cuda"),
+    "precision": ("auto", "fp32", "bf16"),
+    "memory_format": ("auto", "contiguous", "channels_last"),
     "finetune_scope": ("head", "all"),
     "augment": ("auto", "none", "crop", "crop_flip"),
     "dbal_acquisition": ("bald", "max_entropy"),

@@ -39,6 +39,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_speed(config: Config, device: torch.device) -> tuple[torch.dtype | None, Any]:
+    """The autocast dtype (``None``: fp32) and the image memory format for ``device``.
+
+    ``auto`` means bf16 autocast and channels-last on a CUDA GPU with bf16 support (Ampere and
+    later), fp32 and contiguous elsewhere: on CPUs both cost more than they save.
+
+    Raises:
+        ConfigError: ``precision: ...`` for bf16 on a GPU without bf16 support.
+    """
+    gpu = device.type == "cuda"
+    bf16_ok = not gpu or torch.cuda.is_bf16_supported()
+    if config.precision == "bf16" and not bf16_ok:
+        raise ConfigError("precision: this GPU has no bf16 support; use fp32 or auto")
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and gpu and bf16_ok)
+    channels_last = config.memory_format == "channels_last" or (
+        config.memory_format == "auto" and gpu
+    )
+    return (
+        torch.bfloat16 if use_bf16 else None,
+        torch.channels_last if channels_last else torch.contiguous_format,
+    )
+
+
 class Oracle:
     """The labeller, with simulated noise decided once per sample by the seed.
 
@@ -92,7 +115,8 @@ class Experiment:
         self.x_train = data.x_train.to(self.device)
         self.x_test = data.x_test.to(self.device)
         self.y_test = data.y_test.to(self.device)
-        self.normalize = Normalizer(data.x_train[self.pool]).to(self.device)
+        self.autocast_dtype, memory_format = resolve_speed(config, self.device)
+        self.normalize = Normalizer(data.x_train[self.pool], memory_format).to(self.device)
         self.labels = torch.as_tensor(self.oracle.labels, device=self.device)
         self.task_model: TaskNet | None = None
 
@@ -213,9 +237,10 @@ class Experiment:
         labeled = self.labeled_indices()
 
         t_train = time.perf_counter()
-        self.task_model = self._train_task(labeled, r)
-        train_seconds = time.perf_counter() - t_train
-        val_acc, test_acc = self._evaluate()
+        with self.autocast():
+            self.task_model = self._train_task(labeled, r)
+            train_seconds = time.perf_counter() - t_train
+            val_acc, test_acc = self._evaluate()
 
         record = RoundRecord(
             round=r,
@@ -233,13 +258,23 @@ class Experiment:
             n_pool=self.n_pool,
             missing_class_share=self._missing_share(selected),
         )
-        next_pending = self._query(r + 1) if r < cfg.rounds else None
+        with self.autocast():
+            next_pending = self._query(r + 1) if r < cfg.rounds else None
         record.seconds = float(pending["seconds"]) + time.perf_counter() - start
         if next_pending is not None:
             record.seconds -= next_pending["seconds"]
         self.state["round"] = r
         self.state["pending"] = next_pending
         return record
+
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast on the experiment's device when ``precision`` resolves to bf16 (a
+        no-op context otherwise); scores and losses are reduced in fp32 inside it."""
+        return torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.bfloat16,
+            enabled=self.autocast_dtype is not None,
+        )
 
     def rounds(self) -> Iterator[RoundRecord]:
         """Run the remaining rounds, yielding each record as it finishes."""
@@ -264,7 +299,7 @@ class Experiment:
                 self.num_classes,
                 dropout=cfg.dropout,
             )
-        model.to(self.device)
+        model.to(self.device, memory_format=self.normalize.memory_format)
         idx = torch.as_tensor(labeled, device=self.device)
         model.dropout.generator = torch_generator(self.device, cfg.seed, "task-dropout", r)
         train_classifier(

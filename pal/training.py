@@ -33,6 +33,12 @@ class FitSpec:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"
+    compile: bool = False
+
+    def forward(self, module: nn.Module) -> nn.Module:
+        """The module to train through: ``torch.compile(module)`` when ``compile`` is set (same
+        parameters), else ``module`` itself."""
+        return torch.compile(module) if self.compile else module
 
     @classmethod
     def from_config(cls, config, network: str) -> FitSpec:
@@ -46,6 +52,7 @@ class FitSpec:
             momentum=config.momentum,
             weight_decay=config.weight_decay,
             schedule=config.lr_schedule,
+            compile=config.compile,
         )
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
@@ -60,19 +67,21 @@ class FitSpec:
 
 class Normalizer:
     """``uint8 [B, C, H, W] -> float [B, C, H, W]``, standardised by the training set's channel
-    statistics."""
+    statistics, in ``memory_format`` (``torch.channels_last`` feeds convolutions in NHWC)."""
 
-    def __init__(self, x_train: torch.Tensor):
+    def __init__(self, x_train: torch.Tensor, memory_format=torch.contiguous_format):
         x = x_train.float().div_(255.0)
         self.mean = x.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
         self.std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1)
+        self.memory_format = memory_format
 
     def to(self, device: torch.device) -> Normalizer:
         self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() / 255.0 - self.mean) / self.std
+        out = (x.float() / 255.0 - self.mean) / self.std
+        return out.contiguous(memory_format=self.memory_format)
 
 
 def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
@@ -140,6 +149,7 @@ def fit(
         if spec.schedule == "cosine"
         else None
     )
+    autocast = torch.is_autocast_enabled(generator.device.type)
     for epoch in range(1, spec.epochs + 1):
         total = torch.zeros((), device=generator.device)
         for positions in batches(n, spec.batch_size, generator):
@@ -147,6 +157,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if autocast:
+                clear_cast_cache()
             total += loss.detach()
         if not torch.isfinite(total):  # one host sync per epoch, not per step
             raise TrainingDivergedError(
@@ -157,6 +169,16 @@ def fit(
             scheduler.step()
         if progress is not None:
             progress(phase, epoch, spec.epochs)
+
+
+def clear_cast_cache() -> None:
+    """Drop autocast's low-precision copies of the weights after an optimizer step.
+
+    Inside one ``torch.autocast`` region the bf16 copy of a parameter is made once and reused;
+    without this, every step after the first would run the forward pass on the weights as they
+    were at the first step.
+    """
+    torch.clear_autocast_cache()
 
 
 def train_classifier(
@@ -171,9 +193,11 @@ def train_classifier(
 ) -> None:
     """Cross-entropy training of ``model`` on ``x uint8 [N, C, H, W]``, ``y int64 [N]``."""
 
+    forward = spec.forward(model)
+
     def loss_fn(pos: torch.Tensor) -> torch.Tensor:
         inputs = normalize(augment(x[pos], augment_mode, generator))
-        return F.cross_entropy(model(inputs), y[pos])
+        return F.cross_entropy(forward(inputs), y[pos])
 
     fit(model, len(x), loss_fn, spec, generator, progress=progress, phase="task")
 
@@ -196,7 +220,7 @@ def predict_features(
 @torch.inference_mode()
 def _in_batches(fn, model: nn.Module, x, normalize: Normalizer, batch_size: int) -> torch.Tensor:
     model.eval()
-    outs = [fn(normalize(chunk)) for chunk in x.split(batch_size)]
+    outs = [fn(normalize(chunk)).float() for chunk in x.split(batch_size)]  # fp32 under autocast
     return torch.cat(outs) if outs else torch.empty(0)
 
 

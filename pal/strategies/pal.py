@@ -59,10 +59,12 @@ def train_scoring_net(
         x: ``uint8 [L, C, H, W]``; y: ``int64 [L]``.
     """
 
+    forward = spec.forward(net)
+
     def loss_fn(pos: torch.Tensor) -> torch.Tensor:
         b = pos.numel()
         rotated = scoring.rotations(normalize(augment(x[pos], augment_mode, generator)))
-        rot_logits, class_logits = net(rotated)  # [4B, 4], [4B, K]
+        rot_logits, class_logits = forward(rotated)  # [4B, 4], [4B, K]
         rot_loss = F.cross_entropy(rot_logits, scoring.rotation_labels(b, x.device))
         class_loss = F.cross_entropy(class_logits.view(b, 4, -1)[:, 0], y[pos])
         return rot_loss + class_loss
@@ -125,7 +127,7 @@ class PALStrategy(Strategy):
             net = ScoringNet(
                 build_backbone(cfg.scoring_backbone, channels, (h, w)), ctx.num_classes
             )
-        net.to(ctx.device)
+        net.to(ctx.device, memory_format=ctx.normalize.memory_format)
         train_scoring_net(
             net,
             ctx.x[ctx.labeled],

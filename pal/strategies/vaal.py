@@ -22,7 +22,7 @@ from torch import nn
 from pal import scoring
 from pal.rng import seeded_init
 from pal.strategies.base import Query, QueryContext, Strategy, register_strategy
-from pal.training import Normalizer, TrainingDivergedError, augment, batches
+from pal.training import Normalizer, TrainingDivergedError, augment, batches, clear_cast_cache
 
 _WIDTHS = (32, 64, 128)  # channels of the stride-2 convs, at most three
 
@@ -169,11 +169,13 @@ def train_vaal(
             opt_vae.zero_grad(set_to_none=True)
             vae_loss.backward()
             opt_vae.step()
+            clear_cast_cache()
 
             disc_loss = F.binary_cross_entropy_with_logits(disc(mu.detach()), is_labeled)
             opt_disc.zero_grad(set_to_none=True)
             disc_loss.backward()
             opt_disc.step()
+            clear_cast_cache()
             total += vae_loss.detach() + disc_loss.detach()
         if not torch.isfinite(total):  # one host sync per epoch, not per step
             raise TrainingDivergedError(

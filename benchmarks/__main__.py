@@ -1,0 +1,218 @@
+"""Time a PAL round phase by phase, against the usual DataLoader loop; Tune overhead; GPU packing.
+
+    python -m benchmarks                       # MNIST reference config (../shared/data/mnist.npz)
+    python -m benchmarks --config cifar10      # CIFAR-10 JPEGs, VGG-16 / ResNet-18 (for a GPU)
+    python -m benchmarks --config digits       # scikit-learn's digits: seconds, no files needed
+    python -m benchmarks --tune                # also Ray Tune's overhead and GPU packing
+
+Writes ``<out>/<config>-<device>.json`` and ``.md`` (default ``benchmarks/results``), with the
+machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import pal
+from benchmarks.naive import run_naive
+from benchmarks.phases import run_phases
+from benchmarks.tune_overhead import gpu_packing, tune_overhead
+from pal.loop import Experiment
+
+COMMON = ("task_training", "scoring_training", "scoring")  # phases both loops have
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# (config, labeled images for the timed round)
+CONFIGS = {
+    "mnist": (
+        {
+            "dataset": f"npz:{SHARED / 'mnist.npz'}",
+            "pool_size": 10000,
+            "val_size": 500,
+            "initial_size": 2000,
+            "query_size": 500,
+            "task_backbone": "cnn",
+            "scoring_backbone": "cnn",
+            "epochs_task": 5,
+            "epochs_scoring": 5,
+            "batch_size": 64,
+            "eval_batch_size": 1024,
+            "subqueries": 5,
+            "rounds": 1,
+        },
+        2000,
+    ),
+    "cifar10": (
+        {
+            "dataset": f"folder:{SHARED / 'cifar10-jpeg.tar.gz'}",
+            "val_size": 5000,
+            "initial_size": 5000,
+            "query_size": 2500,
+            "task_backbone": "vgg16",
+            "scoring_backbone": "resnet18",
+            "epochs_task": 5,
+            "epochs_scoring": 5,
+            "batch_size": 128,
+            "eval_batch_size": 2048,
+            "subqueries": 5,
+            "rounds": 1,
+        },
+        5000,
+    ),
+    "digits": (
+        {
+            "dataset": "digits",
+            "pool_size": 1000,
+            "val_size": 50,
+            "initial_size": 300,
+            "query_size": 50,
+            "epochs_task": 2,
+            "epochs_scoring": 2,
+            "subqueries": 3,
+            "rounds": 1,
+        },
+        300,
+    ),
+}
+
+
+def machine() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run(config_name: str, out_dir: Path, with_tune: bool, device: str, overrides: dict) -> dict:
+    base, n_labeled = CONFIGS[config_name]
+    base = {**base, "device": device, **overrides}
+    experiment = Experiment(pal.make_config(base))
+    result = {
+        "config": config_name,
+        "settings": experiment.config.to_dict(),
+        "device": str(experiment.device),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    result["pal"] = run_phases(experiment, n_labeled, repeats=3)
+    result["naive"] = run_naive(experiment, n_labeled)
+    pal_s = sum(result["pal"][p]["seconds"] for p in COMMON)
+    naive_s = sum(result["naive"][p]["seconds"] for p in COMMON)
+    result["speedup_vs_naive"] = naive_s / pal_s
+    if with_tune:
+        tune_base = {**base, "rounds": 2}
+        result["tune_overhead"] = tune_overhead(tune_base, cpus=os.cpu_count() or 1)
+        result["gpu_packing"] = gpu_packing({**base, "rounds": 1})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{config_name}-{experiment.device.type}"
+    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (out_dir / f"{stem}.md").write_text(markdown(result))
+    return result
+
+
+def markdown(r: dict) -> str:
+    m, p, n = r["machine"], r["pal"], r["naive"]
+    where = m.get("gpu") or f"{m['cpus']} CPU cores ({m['cpu']})"
+    lines = [
+        f"### {r['config']} on {r['device']}: {where}",
+        "",
+        f"{r['date']}; torch {m['torch']}, {m['torch_threads']} threads; "
+        f"|D_L| = {p['n_labeled']}, |D_U| = {p['n_unlabeled']}; "
+        f"backbones {r['settings']['task_backbone']} / {r['settings']['scoring_backbone']}, "
+        f"{r['settings']['epochs_task']} + {r['settings']['epochs_scoring']} epochs, "
+        f"precision {r['settings']['precision']}.",
+        "",
+        "| phase | pal s | pal images/s | naive s | naive images/s | speed-up | model TFLOP/s "
+        "| MFU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for phase in ("task_training", "scoring_training", "scoring"):
+        a, b = p[phase], n[phase]
+        tflops = f"{a['flop_per_s'] / 1e12:.3f}" if "flop_per_s" in a else "-"
+        mfu = f"{100 * a['mfu']:.1f}%" if a.get("mfu") else "-"
+        lines.append(
+            f"| {phase.replace('_', ' ')} | {a['seconds']:.2f} | {a['images_per_s']:.0f} | "
+            f"{b['seconds']:.2f} | {b['images_per_s']:.0f} | {b['seconds'] / a['seconds']:.2f}x | "
+            f"{tflops} | {mfu} |"
+        )
+    sub = p["subquery_finetune"]
+    pal_s, naive_s = (sum(d[k]["seconds"] for k in COMMON) for d in (p, n))
+    lines += [
+        f"| sub-query fine-tunes ({sub['steps']}, scope {sub['scope']}) | {sub['seconds']:.2f} "
+        "| - | - | - | - | - | - |",
+        "",
+        f"- Round (the three common phases): pal {pal_s:.2f} s, naive {naive_s:.2f} s: "
+        f"**{r['speedup_vs_naive']:.2f}x** faster.",
+        f"- Scoring (S_S + S_C) at **{100 * p['scoring_vs_bare_forward']:.1f}%** of the throughput "
+        f"of its bare forward passes ({p['bare_forward']['images_per_s']:.0f} images/s bare, "
+        f"{p['scoring']['images_per_s']:.0f} scored).",
+    ]
+    if "tune_overhead" in r:
+        t = r["tune_overhead"]
+        lines.append(
+            f"- Ray Tune: the trial took {t['trial_seconds']:.1f} s against "
+            f"{t['plain_seconds']:.1f} s for `pal.run_experiment` "
+            f"(**{100 * t['trial_overhead']:+.1f}%**); the whole sweep with Ray's start-up "
+            f"{t['sweep_wall_seconds']:.1f} s ({100 * t['sweep_overhead']:+.1f}%)."
+        )
+        g = r["gpu_packing"]
+        if "skipped" in g:
+            lines.append(f"- GPU packing: skipped ({g['skipped']}).")
+        else:
+            lines.append(
+                f"- GPU packing: {g['packed']['trials_per_hour']:.1f} trials/h at "
+                f"gpus_per_trial={g['packed']['gpus_per_trial']:g} against "
+                f"{g['one_at_a_time']['trials_per_hour']:.1f} one at a time ({g['speedup']:.2f}x)."
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="mnist")
+    parser.add_argument(
+        "--out", default="benchmarks/results", help="folder for the JSON and Markdown"
+    )
+    parser.add_argument("--tune", action="store_true", help="also Tune overhead and GPU packing")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set precision=fp32",
+    )
+    args = parser.parse_args(argv)
+    base, _ = CONFIGS[args.config]
+    path = base["dataset"].split(":", 1)[-1]
+    if ":" in base["dataset"] and not Path(path).exists():
+        print(f"benchmarks: {path} is absent; use --config digits", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = dict(pal.config.parse_override(item) for item in args.set)
+    result = run(args.config, Path(args.out), args.tune, args.device, overrides)
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
