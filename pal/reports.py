@@ -312,7 +312,7 @@ def correlations(runs: list[dict]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
         if run["history"].get("ss_sc_pearson"):
-            key = (run["params"].get("dataset", "?"), run["variant"])
+            key = (_dataset_label(run["params"].get("dataset", "?")), run["variant"])
             groups.setdefault(key, []).append(run)
     for (dataset, variant), group in groups.items():
         row: dict[str, Any] = {"dataset": dataset, "variant": variant, "runs": len(group)}
@@ -533,6 +533,12 @@ def _percent(run: dict, rounds: list[int]) -> np.ndarray:
     except (KeyError, ValueError):  # pool_size None: the whole split, size not in the params
         return np.full(len(rounds), math.nan)
     return 100.0 * labeled / pool
+
+
+def _dataset_label(dataset: str) -> str:
+    """``npz:/long/path/mnist.npz`` -> ``npz:mnist.npz``; registered names as they are."""
+    kind, sep, path = dataset.partition(":")
+    return f"{kind}:{Path(path).name}" if sep else dataset
 
 
 def _nanmean(a: np.ndarray) -> np.ndarray:
