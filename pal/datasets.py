@@ -237,6 +237,53 @@ def load_digits(data_dir: str, download: bool, image_size: int | None) -> ImageD
     )
 
 
+def digit_scenes(
+    digits: np.ndarray,
+    labels: np.ndarray,
+    n_scenes: int,
+    seed: int,
+    canvas: int = 32,
+    per_scene: int = 2,
+    scale: int = 2,
+    threshold: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A small real-data segmentation set: digits pasted onto a blank canvas.
+
+    Each scene gets ``per_scene`` digits (drawn with replacement), each upscaled ``scale`` times
+    and pasted at a random place (a later digit covers an earlier one). A pixel's class is its
+    digit's class + 1 where the pasted digit is brighter than ``threshold``, else 0
+    (background). Everything is decided by ``seed``.
+
+    Args:
+        digits: uint8 ``[N, h, w]`` grey digits (scikit-learn's digits scaled to 0..255, MNIST).
+        labels: int ``[N]`` their classes 0..9.
+
+    Returns:
+        ``(images uint8 [S, 1, canvas, canvas], masks uint8 [S, canvas, canvas])``; mask values
+        in ``0..10`` (``0`` background, ``d + 1`` digit ``d``).
+    """
+    rng = np.random.default_rng(seed)
+    big = digits.repeat(scale, axis=1).repeat(scale, axis=2)  # [N, h*s, w*s]
+    dh, dw = big.shape[1:]
+    if dh > canvas or dw > canvas:
+        raise ValueError(f"digits of {dh}x{dw} do not fit a canvas of {canvas}")
+    images = np.zeros((n_scenes, canvas, canvas), np.uint8)
+    masks = np.zeros((n_scenes, canvas, canvas), np.uint8)
+    scene = np.arange(n_scenes)[:, None, None]
+    for _ in range(per_scene):  # a few pastes, each vectorised over all scenes
+        pick = rng.integers(0, len(big), n_scenes)
+        top = rng.integers(0, canvas - dh + 1, n_scenes)
+        left = rng.integers(0, canvas - dw + 1, n_scenes)
+        rows = top[:, None, None] + np.arange(dh)[None, :, None]
+        cols = left[:, None, None] + np.arange(dw)[None, None, :]
+        patch = big[pick]
+        ink = patch > threshold
+        images[scene, rows, cols] = np.where(ink, patch, images[scene, rows, cols])
+        cls = (labels[pick].astype(np.uint8) + 1)[:, None, None]
+        masks[scene, rows, cols] = np.where(ink, cls, masks[scene, rows, cols])
+    return images[:, None], masks
+
+
 @DATASETS.register("cifar10")
 def load_cifar10(data_dir: str, download: bool, image_size: int | None) -> ImageData:
     """torchvision CIFAR-10 under ``data_dir``: 50,000 / 10,000 RGB 32x32 images, 10 classes."""
