@@ -217,10 +217,24 @@ def predict_features(
     return _in_batches(model.features, model, x, normalize, batch_size)
 
 
+CPU_EVAL_BATCH = 64
+"""Largest inference batch on a CPU: beyond it the activations fall out of the caches (MNIST's
+``cnn`` scores 1.6x faster in chunks of 64 images than of 1024 on one core)."""
+
+
+def eval_chunks(x: torch.Tensor, batch_size: int, passes: int = 1) -> tuple[torch.Tensor, ...]:
+    """``x [N, ...]`` split for inference of ``passes`` forward images per sample (4 for the
+    rotations): ``batch_size`` forward images per chunk on a GPU, at most
+    :data:`CPU_EVAL_BATCH` on a CPU."""
+    if x.device.type == "cpu":
+        batch_size = min(batch_size, CPU_EVAL_BATCH)
+    return x.split(max(1, batch_size // passes))
+
+
 @torch.inference_mode()
 def _in_batches(fn, model: nn.Module, x, normalize: Normalizer, batch_size: int) -> torch.Tensor:
     model.eval()
-    outs = [fn(normalize(chunk)).float() for chunk in x.split(batch_size)]  # fp32 under autocast
+    outs = [fn(normalize(chunk)).float() for chunk in eval_chunks(x, batch_size)]  # fp32
     return torch.cat(outs) if outs else torch.empty(0)
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from pal import scoring
 from pal.config import ConfigError
 from pal.strategies.base import Query, QueryContext, Strategy, register_strategy
+from pal.training import eval_chunks
 
 if TYPE_CHECKING:
     from pal.config import Config
@@ -83,7 +84,7 @@ def mc_dropout_probs(
     model.eval()
     keep = 1.0 - p
     outs = []
-    for chunk in x.split(batch_size):
+    for chunk in eval_chunks(x, batch_size):
         feats = model.backbone(normalize(chunk)).float()  # [B, d]
         mask = torch.rand(
             (samples, *feats.shape), generator=generator, device=generator.device

@@ -30,7 +30,7 @@ from pal.config import ConfigError
 from pal.models import ScoringNet, build_backbone
 from pal.rng import seeded_init
 from pal.strategies.base import Query, QueryContext, Strategy, register_strategy
-from pal.training import FitSpec, Normalizer, ProgressFn, augment, fit
+from pal.training import FitSpec, Normalizer, ProgressFn, augment, eval_chunks, fit
 
 
 @dataclasses.dataclass
@@ -84,7 +84,7 @@ def score_pool(
     batched pass of the four rotations); no augmentation, eval mode."""
     net.eval()
     s_s, s_c, feats = [], [], []
-    for chunk in x.split(max(1, batch_size // 4)):
+    for chunk in eval_chunks(x, batch_size, passes=4):
         b = chunk.shape[0]
         z = net.backbone(scoring.rotations(normalize(chunk)))  # [4b, d]
         rot_probs = torch.softmax(net.rotation_head(z).float(), dim=1).view(b, 4, 4)

@@ -22,7 +22,14 @@ from torch import nn
 from pal import scoring
 from pal.rng import seeded_init
 from pal.strategies.base import Query, QueryContext, Strategy, register_strategy
-from pal.training import Normalizer, TrainingDivergedError, augment, batches, clear_cast_cache
+from pal.training import (
+    Normalizer,
+    TrainingDivergedError,
+    augment,
+    batches,
+    clear_cast_cache,
+    eval_chunks,
+)
 
 _WIDTHS = (32, 64, 128)  # channels of the stride-2 convs, at most three
 
@@ -194,7 +201,9 @@ def labeled_probability(
     in batches, no augmentation."""
     vae.eval()
     disc.eval()
-    probs = [torch.sigmoid(disc(vae.encode(normalize(c))[0]).float()) for c in x.split(batch_size)]
+    probs = [
+        torch.sigmoid(disc(vae.encode(normalize(c))[0]).float()) for c in eval_chunks(x, batch_size)
+    ]
     return torch.cat(probs) if probs else torch.empty(0, device=x.device)
 
 
