@@ -102,3 +102,53 @@ def _tail(path: Path, chars: int = 3000) -> str:
         return path.read_text(errors="replace")[-chars:]
     except OSError:
         return ""
+
+
+@contextlib.contextmanager
+def start_ray_head(env: dict, num_cpus: int = 1, resources: str = "{}") -> Iterator[str]:
+    """A Ray head started by ``ray start --head`` with ``env`` (e.g. token authentication), in
+    a short temporary folder of its own; yields its address. On exit every process of that
+    folder (and its workers) is killed, without touching any other Ray on the machine."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: socket paths are limited
+    command = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        "--port=0",
+        f"--num-cpus={num_cpus}",
+        f"--resources={resources}",
+        "--include-dashboard=false",
+        f"--temp-dir={folder}",
+    ]
+    try:
+        subprocess.run(command, env=env, check=True, capture_output=True, timeout=120)
+        yield (folder / "ray_current_cluster").read_text().split()[0]
+    finally:
+        _kill_processes_of(str(folder))
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _kill_processes_of(marker: str) -> None:
+    """SIGKILL the processes whose command line names ``marker``, and their children."""
+
+    def scan() -> dict[int, tuple[int, str]]:
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    found[int(entry.name)] = (ppid, cmd)
+        return found
+
+    procs = scan()
+    doomed = {pid for pid, (_, cmd) in procs.items() if marker in cmd}
+    doomed |= {pid for pid, (ppid, _) in procs.items() if ppid in doomed}
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)

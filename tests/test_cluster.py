@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 
 import pal
 from tests.conftest import REPO, child_runs
+from tests.servers import start_ray_head
 
 CLUSTER_FILES = [REPO / "cluster.yaml", REPO / "cluster.local.yaml"]
 
@@ -246,3 +247,56 @@ def test_a_worker_lost_mid_trial_costs_at_most_one_round(cluster, mlflow_server,
         after = history(client, run.info.run_id, key)
         assert [s for s, _, _ in after] == [0, 1, 2, 3], key  # each round once: none lost
         assert after[:2] == before[key], key  # rounds 0 and 1 are what was logged before
+
+
+@pytest.mark.slow
+def test_a_token_cluster_takes_sweeps_only_with_its_token(tmp_path):
+    """Token authentication as cluster.yaml sets it up: RAY_AUTH_MODE=token on every node and the
+    client, the shared token in a file (~/.ray/auth_token there, RAY_AUTH_TOKEN_PATH here)."""
+    import secrets
+    import subprocess
+    import sys
+
+    token = tmp_path / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env.pop("RAY_ADDRESS", None)
+    job = tmp_path / "auth_job.py"
+    job.write_text(JOB.format(name="auth", rounds=1, epochs=2, seeds=[0]))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with start_ray_head(env, resources='{"pal_worker": 1}') as address:
+
+        def pal_sweep(**extra):
+            command = [
+                sys.executable,
+                "-m",
+                "pal",
+                "sweep",
+                str(job),
+                "--address",
+                address,
+                "--tracking-uri",
+                uri,
+                "--storage-path",
+                str(tmp_path / "runs"),
+            ]
+            return subprocess.run(
+                command,
+                env={**env, **extra},
+                capture_output=True,
+                text=True,
+                timeout=150,
+                cwd=tmp_path,
+            )
+
+        wrong = pal_sweep(RAY_AUTH_TOKEN="not-the-token")
+        assert wrong.returncode != 0
+        assert "Authentication token is missing or incorrect" in wrong.stderr
+        right = pal_sweep()
+        assert right.returncode == 0, right.stderr[-3000:]
+    client = MlflowClient(uri)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`pal.sweep` = 'auth'"
+    )
+    trials = [r for r in runs if r.data.tags.get("pal.kind") != "sweep"]
+    assert len(trials) == 1 and trials[0].info.status == "FINISHED"
