@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from pal.config import ConfigError
+from pal.results import json_safe
 
 REFERENCE = "random"  # the labels-saved line is measured against this variant's final accuracy
 COLORS = (
@@ -171,17 +172,19 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
     files["report.json"] = folder / "report.json"
     files["report.json"].write_text(
         json.dumps(
-            {
-                "study": study["name"],
-                "parent_run_id": study.get("parent_run_id"),
-                "accuracy": {v: _curve_dict(c) for v, c in accuracy.items()},
-                "missing_class_share": {v: _curve_dict(c) for v, c in missing.items()},
-                "labels_saved": saved,
-                "correlations": corr,
-                "seconds": seconds,
-            },
+            json_safe(
+                {
+                    "study": study["name"],
+                    "parent_run_id": study.get("parent_run_id"),
+                    "accuracy": {v: _curve_dict(c) for v, c in accuracy.items()},
+                    "missing_class_share": {v: _curve_dict(c) for v, c in missing.items()},
+                    "labels_saved": saved,
+                    "correlations": corr,
+                    "seconds": seconds,
+                }
+            ),
             indent=1,
-            default=_json_default,
+            allow_nan=False,
         )
     )
     return StudyReport(
@@ -563,12 +566,6 @@ def _curve_dict(c: Curve) -> dict[str, list]:
         "std": c.std.tolist(),
         "seeds": c.seeds.tolist(),
     }
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 def _pm(mean: float, std: float, digits: int) -> str:

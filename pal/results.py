@@ -55,7 +55,7 @@ class RoundRecord:
         return 100.0 * self.n_labeled / self.n_pool if self.n_pool else math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _json_safe(v) for k, v in dataclasses.asdict(self).items()}
+        return {k: json_safe(v) for k, v in dataclasses.asdict(self).items()}
 
 
 @dataclasses.dataclass
@@ -117,11 +117,12 @@ def _fmt(value: float) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as ``None`` (strict JSON has no NaN), recursively."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
