@@ -106,6 +106,10 @@ def run(config_name: str, out_dir: Path, with_tune: bool, device: str, overrides
         "config": config_name,
         "settings": experiment.config.to_dict(),
         "device": str(experiment.device),
+        "precision": "bf16" if experiment.autocast_dtype is not None else "fp32",
+        "memory_format": "channels_last"
+        if experiment.normalize.memory_format == torch.channels_last
+        else "contiguous",
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
@@ -135,7 +139,7 @@ def markdown(r: dict) -> str:
         f"|D_L| = {p['n_labeled']}, |D_U| = {p['n_unlabeled']}; "
         f"backbones {r['settings']['task_backbone']} / {r['settings']['scoring_backbone']}, "
         f"{r['settings']['epochs_task']} + {r['settings']['epochs_scoring']} epochs, "
-        f"precision {r['settings']['precision']}.",
+        f"{r['precision']}, {r['memory_format']}.",
         "",
         "| phase | pal s | pal images/s | naive s | naive images/s | speed-up | model TFLOP/s "
         "| MFU |",

@@ -23,7 +23,7 @@ from pal.models import ScoringNet, build_backbone
 from pal.rng import seeded_init
 from pal.strategies.base import QueryContext
 from pal.strategies.pal import _Finetuner, score_pool, train_scoring_net
-from pal.training import FitSpec
+from pal.training import FitSpec, eval_chunks
 
 # dense bf16 tensor-core peaks (FLOP/s), by a substring of torch.cuda.get_device_name()
 BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -171,7 +171,7 @@ def run_phases(experiment: Experiment, n_labeled: int, repeats: int = 1) -> dict
 def bare_forward(net: ScoringNet, x: torch.Tensor, normalize, batch_size: int) -> None:
     """The forward passes scoring needs and nothing else: 4 rotations, body, both heads."""
     net.eval()
-    for chunk in x.split(max(1, batch_size // 4)):
+    for chunk in eval_chunks(x, batch_size, passes=4):  # the same chunks as score_pool
         b = chunk.shape[0]
         z = net.backbone(scoring.rotations(normalize(chunk)))
         net.rotation_head(z)
