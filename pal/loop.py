@@ -240,7 +240,9 @@ class Experiment:
         with self.autocast():
             self.task_model = self._train_task(labeled, r)
             train_seconds = time.perf_counter() - t_train
+            t_eval = time.perf_counter()
             val_acc, test_acc = self._evaluate()
+            eval_seconds = time.perf_counter() - t_eval
 
         record = RoundRecord(
             round=r,
@@ -254,6 +256,7 @@ class Experiment:
             seconds=0.0,
             query_seconds=float(pending["seconds"]),
             train_seconds=train_seconds,
+            eval_seconds=eval_seconds,
             query_metrics=dict(pending["metrics"]),
             n_pool=self.n_pool,
             missing_class_share=self._missing_share(selected),

@@ -332,12 +332,18 @@ def correlations(runs: list[dict]) -> list[dict[str, Any]]:
 
 
 def round_seconds(runs: list[dict]) -> dict[str, dict[str, float]]:
-    """Per variant: mean seconds of a query (rounds >= 1), of task training, of a whole round."""
+    """Per variant: mean seconds of a query (rounds >= 1), of task training, of evaluation, of a
+    whole round (rounds >= 1)."""
     out = {}
     for variant in dict.fromkeys(r["variant"] for r in runs):
         group = [r for r in runs if r["variant"] == variant]
         row = {}
-        for metric, first in (("query_seconds", 1), ("train_seconds", 0), ("round_seconds", 1)):
+        for metric, first in (
+            ("query_seconds", 1),
+            ("train_seconds", 0),
+            ("eval_seconds", 0),
+            ("round_seconds", 1),
+        ):
             values = [
                 v for r in group for s, v in r["history"].get(metric, {}).items() if s >= first
             ]
@@ -454,13 +460,13 @@ def render_markdown(
     lines += [
         "## Seconds per round (means)",
         "",
-        "| variant | query | task training | whole round |",
-        "| --- | --- | --- | --- |",
+        "| variant | query | task training | evaluation | whole round |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for variant, row in seconds.items():
         lines.append(
             f"| {variant} | {_num(row['query_seconds'], 2)} | {_num(row['train_seconds'], 2)} | "
-            f"{_num(row['round_seconds'], 2)} |"
+            f"{_num(row['eval_seconds'], 2)} | {_num(row['round_seconds'], 2)} |"
         )
     if skipped:
         lines += [

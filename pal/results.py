@@ -25,7 +25,8 @@ class RoundRecord:
         n_noisy_labels: samples of ``D_L`` whose oracle label differs from the true class.
         selected: dataset indices (training split) this round's query added, in the order chosen.
         seconds: wall time of the round: its query, the task training and the evaluation.
-        query_seconds / train_seconds: the two main parts of ``seconds``.
+        query_seconds / train_seconds / eval_seconds: the parts of ``seconds``: the query that
+            opened the round, training the task network, and its test and validation accuracy.
         query_metrics: strategy-specific numbers, e.g. PAL's ``ss_sc_pearson``, ``ss_sc_spearman``
             (the Table 1 correlations of ``S_S`` and ``S_C`` on the unlabeled pool).
         n_pool: the active-learning pool ``|D_L| + |D_U|`` (the training split's pool less the
@@ -46,6 +47,7 @@ class RoundRecord:
     seconds: float
     query_seconds: float = 0.0
     train_seconds: float = 0.0
+    eval_seconds: float = 0.0
     query_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     n_pool: int = 0
     missing_class_share: float = math.nan

@@ -355,6 +355,7 @@ def round_metrics(record: RoundRecord) -> dict[str, float]:
         "round_seconds": record.seconds,
         "query_seconds": record.query_seconds,
         "train_seconds": record.train_seconds,
+        "eval_seconds": record.eval_seconds,
     }
     if record.round >= 1:
         for name, rate in record.query_class_rates.items():

@@ -92,8 +92,9 @@ def test_a_score_does_not_depend_on_the_rest_of_the_batch():
         v1, v2 = seeded_views(images[idx], idx, seed=3)
         return simclr_score(net(v1), net(v2))
 
-    a = scores(torch.tensor([3, 5]))
-    b = scores(torch.tensor([1, 3, 9]))
+    with torch.no_grad():
+        a = scores(torch.tensor([3, 5]))
+        b = scores(torch.tensor([1, 3, 9]))
     assert float(a[0]) == pytest.approx(float(b[1]), abs=1e-6)
     v1, v2 = seeded_views(images[:4], torch.arange(4), seed=3)
     assert v1.shape == v2.shape == (4, 3, 16, 16)

@@ -37,6 +37,7 @@ ROUND_KEYS = (
     "round_seconds",
     "query_seconds",
     "train_seconds",
+    "eval_seconds",
 )
 
 
