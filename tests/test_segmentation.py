@@ -130,3 +130,46 @@ def test_digit_scenes_are_digits_on_a_blank_canvas_labelled_by_class():
     assert 0.05 < float((masks > 0).mean()) < 0.6
     # each scene's labelled digits are among the classes pasted: at most two per scene
     assert max(len(set(m[m > 0].tolist())) for m in masks) <= 2
+
+
+@pytest.mark.parametrize(("name", "stride"), [("segcnn", 4), ("mobilenetv2", 16)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_segnets_give_full_size_logits_and_a_pooled_embedding(name, stride, channels):
+    from pal.segnets import build_segnet
+
+    torch.manual_seed(0)
+    net = build_segnet(name, channels, num_classes=11).eval()
+    x = torch.randn(2, channels, 32, 32)
+    with torch.no_grad():
+        assert net(x).shape == (2, 11, 32, 32)
+        bottleneck = net.bottleneck(x)
+        assert bottleneck.shape == (2, net.encoder.out_channels, 32 // stride, 32 // stride)
+        assert net.encoder.output_stride == stride
+        assert net.embedding(x).shape == (2, net.encoder.out_channels)
+
+
+def test_segcnn_learns_digit_scenes():
+    import torch.nn.functional as F
+
+    from pal.datasets import digit_scenes, load_digits
+    from pal.segnets import build_segnet
+
+    data = load_digits("data", False, None)
+    images, masks = digit_scenes(data.x_train[:, 0].numpy(), data.y_train.numpy(), 64, seed=0)
+    x = torch.from_numpy(images).float() / 255.0
+    y = torch.from_numpy(masks).long()
+    torch.manual_seed(0)
+    net = build_segnet("segcnn", 1, 11)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = F.cross_entropy(net(x), y, ignore_index=IGNORE)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0]
+    with torch.no_grad():
+        miou, _ = iou(confusion_matrix(net.eval()(x).argmax(1), y, 11))
+    background_only = iou(confusion_matrix(torch.zeros_like(y), y, 11))[0]
+    assert miou > background_only
