@@ -4,7 +4,8 @@
 parent run and writes into a folder, and under ``report/`` on the parent run:
 
 - ``accuracy.png`` / ``accuracy.csv``: test accuracy against percent labeled, one line per
-  variant, mean and a band of one standard deviation over seeds (Figures 1, 2, 4 and 5);
+  variant, mean and a band of one standard deviation over its runs (its seeds, in an ablation
+  study; Figures 1, 2, 4 and 5);
 - ``missing_classes.png`` / ``.csv`` (studies with ``missing_classes``): the share of each query
   taken from the classes missing from the initial pool (Figure 3 right);
 - ``correlations.csv``: Pearson and Spearman correlation of ``S_S`` and ``S_C`` on the unlabeled
@@ -48,15 +49,15 @@ COLORS = (
 
 @dataclasses.dataclass
 class Curve:
-    """One variant's metric over rounds, aggregated over its seeds (arrays are ``[R]``)."""
+    """One variant's metric over rounds, aggregated over its runs (arrays are ``[R]``)."""
 
     variant: str
     rounds: np.ndarray
     n_labeled: np.ndarray  # mean |D_L| per round
     percent: np.ndarray  # mean percent labeled per round (NaN when the pool size is unknown)
     mean: np.ndarray
-    std: np.ndarray  # population std over seeds (0 for one seed)
-    seeds: np.ndarray  # how many runs have the round
+    std: np.ndarray  # population std over runs (0 for one run)
+    runs: np.ndarray  # how many runs have the round
 
 
 @dataclasses.dataclass
@@ -143,7 +144,7 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
         files["accuracy.png"],
         colors,
         ylabel="test accuracy",
-        title=f"{study['name']}: accuracy vs labeled (mean ± 1 std over seeds)",
+        title=f"{study['name']}: accuracy vs labeled (mean ± 1 std over runs)",
         target=_target(accuracy, saved),
     )
 
@@ -206,7 +207,7 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
 def curves(runs: list[dict], metric: str, first_round: int = 0) -> dict[str, Curve]:
     """Per variant: ``metric``'s mean and std over the variant's runs at every round.
 
-    A round counts for the runs that logged it (``seeds``); rounds before ``first_round`` are
+    A round counts for the runs that logged it (``runs``); rounds before ``first_round`` are
     left out (queries start in round 1). Variants without the metric are left out.
     """
     out = {}
@@ -218,7 +219,7 @@ def curves(runs: list[dict], metric: str, first_round: int = 0) -> dict[str, Cur
         values = _matrix(group, metric, rounds)  # [runs, R], NaN where a run lacks a round
         labeled = _matrix(group, "n_labeled", rounds)
         percent = np.stack([_percent(r, rounds) for r in group])
-        seeds = np.isfinite(values).sum(axis=0)
+        runs_per_round = np.isfinite(values).sum(axis=0)
         out[variant] = Curve(
             variant=variant,
             rounds=np.asarray(rounds),
@@ -226,7 +227,7 @@ def curves(runs: list[dict], metric: str, first_round: int = 0) -> dict[str, Cur
             percent=_nanmean(percent),
             mean=_nanmean(values),
             std=_nanstd(values),
-            seeds=seeds,
+            runs=runs_per_round,
         )
     return out
 
@@ -309,7 +310,7 @@ def with_missing_share(run: dict) -> dict:
 
 
 def correlations(runs: list[dict]) -> list[dict[str, Any]]:
-    """Table 1: mean and std of ``S_S``-``S_C`` Pearson and Spearman over seeds and query
+    """Table 1: mean and std of ``S_S``-``S_C`` Pearson and Spearman over runs and query
     rounds, per dataset and variant (only runs that logged them: PAL with ``lambda1 > 0``)."""
     rows = []
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -375,8 +376,7 @@ def plot_curves(
         x = c.rounds if by_round else (c.percent if use_percent else c.n_labeled)
         color = colors[variant]
         ax.fill_between(x, c.mean - c.std, c.mean + c.std, color=color, alpha=0.2, linewidth=0)
-        seeds = int(c.seeds.max())
-        ax.plot(x, c.mean, marker="o", color=color, label=f"{variant} ({seeds} seeds)")
+        ax.plot(x, c.mean, marker="o", color=color, label=f"{variant} ({int(c.runs.max())} runs)")
     if target is not None:
         ax.axhline(target[0], color="black", linestyle="--", linewidth=1, label=target[1])
     if by_round:
@@ -415,7 +415,7 @@ def render_markdown(
     lines = [f"# Study `{study['name']}`", ""]
     if study.get("parent_run_id"):
         lines += [f"MLflow parent run `{study['parent_run_id']}`.", ""]
-    lines += ["## Test accuracy (mean ± std over seeds)", "", *_curve_table(accuracy, True), ""]
+    lines += ["## Test accuracy (mean ± std over runs)", "", *_curve_table(accuracy, True), ""]
     if saved:
         target = next(iter(saved.values()))
         lines += [
@@ -488,13 +488,13 @@ def _curve_table(curves_: dict[str, Curve], percent: bool) -> list[str]:
             if math.isfinite(pct):
                 head = f"{pct:.1f}%"
         heads.append(head)
-    lines = ["| variant | seeds | " + " | ".join(heads) + " |", "| --- " * (len(rounds) + 2) + "|"]
+    lines = ["| variant | runs | " + " | ".join(heads) + " |", "| --- " * (len(rounds) + 2) + "|"]
     for variant, c in curves_.items():
         cells = []
         for r in rounds:
             i = np.nonzero(c.rounds == r)[0]
             cells.append(_pm(c.mean[i[0]], c.std[i[0]], 4) if len(i) else "-")
-        lines.append(f"| {variant} | {int(c.seeds.max())} | " + " | ".join(cells) + " |")
+        lines.append(f"| {variant} | {int(c.runs.max())} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -507,7 +507,7 @@ def _write_curves_csv(curves_: dict[str, Curve], path: Path, metric: str) -> Pat
             "percent_labeled": _round(c.percent[i], 3),
             f"{metric}_mean": _round(c.mean[i], 6),
             f"{metric}_std": _round(c.std[i], 6),
-            "seeds": int(c.seeds[i]),
+            "runs": int(c.runs[i]),
         }
         for variant, c in curves_.items()
         for i in range(len(c.rounds))
@@ -570,7 +570,7 @@ def _curve_dict(c: Curve) -> dict[str, list]:
         "percent_labeled": c.percent.tolist(),
         "mean": c.mean.tolist(),
         "std": c.std.tolist(),
-        "seeds": c.seeds.tolist(),
+        "runs": c.runs.tolist(),
     }
 
 

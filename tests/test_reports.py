@@ -66,7 +66,7 @@ def test_curves_are_mean_and_std_over_seeds_per_round():
     assert list(out) == ["pal", "random"]
     np.testing.assert_allclose(out["pal"].mean, [0.6, 0.8, 0.9])
     np.testing.assert_allclose(out["pal"].std, [0.1, 0.1, 0.0], atol=1e-12)
-    np.testing.assert_array_equal(out["pal"].seeds, [2, 2, 2])
+    np.testing.assert_array_equal(out["pal"].runs, [2, 2, 2])
     # percent labeled from pool_size - val_size = 1000 when the run did not log it
     np.testing.assert_allclose(out["random"].percent, [10.0, 15.0, 20.0])
 
@@ -74,7 +74,7 @@ def test_curves_are_mean_and_std_over_seeds_per_round():
 def test_a_run_missing_a_round_counts_only_where_it_has_it():
     runs = [run("pal", 0, [0.5, 0.7, 0.9]), run("pal", 1, [0.7, 0.9], labeled=(100, 150))]
     c = curves(runs, "test_accuracy")["pal"]
-    np.testing.assert_array_equal(c.seeds, [2, 2, 1])
+    np.testing.assert_array_equal(c.runs, [2, 2, 1])
     np.testing.assert_allclose(c.mean, [0.6, 0.8, 0.9])
 
 
@@ -244,7 +244,7 @@ def test_pal_report_reads_the_study_from_mlflow_and_logs_onto_its_run(toy_study,
         assert float(row["test_accuracy_mean"]) == pytest.approx(
             np.mean(final[row["variant"]]), abs=1e-6
         )
-        assert row["seeds"] == "2"
+        assert row["runs"] == "2"
     corr = list(csv.DictReader((out / "correlations.csv").open()))
     assert [r["variant"] for r in corr] == ["pal"] and -1 <= float(
         corr[0]["ss_sc_pearson_mean"]
