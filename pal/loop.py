@@ -159,7 +159,6 @@ class Experiment:
                 f"an initial pool of {self.initial_size}"
             )
         self.pool = pool
-        self.n_pool = budget
         self.val = np.sort(val)
         self.missing_class_ids = missing
         self.state: dict[str, Any] = {
@@ -187,6 +186,11 @@ class Experiment:
     def rounds_done(self) -> int:
         """Number of finished rounds (``R + 1`` when the experiment is complete)."""
         return self.state["round"] + 1
+
+    @property
+    def n_pool(self) -> int:
+        """``|D_L| + |D_U|``: the pool less the validation set (the labelling budget)."""
+        return len(self.pool) - len(self.val)
 
     @property
     def finished(self) -> bool:

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -551,16 +552,15 @@ def _dataset_label(dataset: str) -> str:
 
 
 def _nanmean(a: np.ndarray) -> np.ndarray:
-    n = np.isfinite(a).sum(axis=0)
-    total = np.where(np.isfinite(a), a, 0.0).sum(axis=0)
-    return np.where(n > 0, total / np.maximum(n, 1), math.nan)
+    with warnings.catch_warnings():  # a round no run has is NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=0)
 
 
 def _nanstd(a: np.ndarray) -> np.ndarray:
-    mean = _nanmean(a)
-    n = np.isfinite(a).sum(axis=0)
-    sq = np.where(np.isfinite(a), (a - mean) ** 2, 0.0).sum(axis=0)
-    return np.where(n > 0, np.sqrt(sq / np.maximum(n, 1)), math.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanstd(a, axis=0)  # population std, as over seeds
 
 
 def _curve_dict(c: Curve) -> dict[str, list]:

@@ -142,6 +142,11 @@ def validate_job(job: SweepJob) -> None:
         raise ConfigError(f"num_samples: must be >= 1, got {job.num_samples}")
     if job.max_concurrent_trials < 1:
         raise ConfigError(f"max_concurrent_trials: must be >= 1, got {job.max_concurrent_trials}")
+    for name in job.resources_per_trial:
+        if name.upper() in ("CPU", "GPU"):
+            raise ConfigError(
+                f"resources_per_trial: {name!r} is set by cpus_per_trial / gpus_per_trial"
+            )
     config = make_config(job.base)  # raises on a bad base
     for name, overrides in job.variants.items():
         if not isinstance(overrides, dict):
@@ -537,8 +542,8 @@ def _trial_resources(job: SweepJob, on_cluster: bool, available: dict[str, float
     written for GPUs still runs on a laptop.
 
     Raises:
-        ConfigError: ``resources_per_trial: ...`` for a resource no node of the cluster has
-            (with a local Ray: one the trials could never get).
+        ConfigError: ``resources_per_trial: ...`` with a local Ray, for a resource it lacks
+            (the trials could never get it).
     """
     from ray.tune import PlacementGroupFactory
 
@@ -550,10 +555,6 @@ def _trial_resources(job: SweepJob, on_cluster: bool, available: dict[str, float
     if gpus:
         bundle["GPU"] = float(gpus)
     for name, amount in job.resources_per_trial.items():
-        if name in ("CPU", "GPU", "cpu", "gpu"):
-            raise ConfigError(
-                f"resources_per_trial: {name!r} is set by cpus_per_trial / gpus_per_trial"
-            )
         if not on_cluster and available.get(name, 0) < amount:
             raise ConfigError(
                 f"resources_per_trial: {name}={amount} but this Ray has "
@@ -564,10 +565,7 @@ def _trial_resources(job: SweepJob, on_cluster: bool, available: dict[str, float
 
 
 def _read_pointer(path: str) -> dict | None:
-    """The ``<job>.latest.json`` that names a job's last sweep (local path or ``s3://``...)."""
-    if "://" not in path:
-        p = Path(path)
-        return json.loads(p.read_text()) if p.exists() else None
+    """The ``<job>.latest.json`` that names a job's last sweep (absolute path or ``s3://``...)."""
     import pyarrow.fs
 
     fs, inner = pyarrow.fs.FileSystem.from_uri(path)
@@ -578,10 +576,6 @@ def _read_pointer(path: str) -> dict | None:
 
 
 def _write_pointer(path: str, value: dict) -> None:
-    if "://" not in path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(value))
-        return
     import pyarrow.fs
 
     fs, inner = pyarrow.fs.FileSystem.from_uri(path)

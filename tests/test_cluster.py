@@ -153,7 +153,7 @@ def history(client, run_id: str, key: str) -> list[tuple[int, float, int]]:
 
 def test_trial_resources_on_a_cluster_and_on_a_local_ray():
     from pal.config import ConfigError
-    from pal.sweeps import SweepJob, _trial_resources
+    from pal.sweeps import SweepJob, _trial_resources, validate_job
 
     def job(**kw):
         return SweepJob(name="j", base={}, search_space={}, cpus_per_trial=4, **kw)
@@ -167,7 +167,7 @@ def test_trial_resources_on_a_cluster_and_on_a_local_ray():
     with pytest.raises(ConfigError, match="^resources_per_trial: a100=1 but this Ray has 0"):
         _trial_resources(a100, False, {"CPU": 2, "GPU": 1})
     with pytest.raises(ConfigError, match="^resources_per_trial: 'GPU' is set by"):
-        _trial_resources(job(resources_per_trial={"GPU": 1}), True, {})
+        validate_job(job(resources_per_trial={"GPU": 1}))
 
 
 @pytest.mark.slow
