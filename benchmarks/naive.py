@@ -49,7 +49,7 @@ def _loader(experiment: Experiment, idx, augment: str, shuffle: bool, batch_size
     norm = experiment.normalize
     data = ImageDataset(
         experiment.x_train[idx],
-        experiment.labels[idx],
+        experiment.task.labels[idx],
         norm.mean,
         norm.std,
         augment,

@@ -68,13 +68,18 @@ def run_phases(experiment: Experiment, n_labeled: int, repeats: int = 1) -> dict
     cfg, dev = experiment.config, experiment.device
     pool = torch.as_tensor(experiment.unlabeled_indices(), device=dev)
     labeled, unlabeled = pool[:n_labeled], pool[n_labeled:]
-    x, labels = experiment.x_train, experiment.labels
+    x, labels = experiment.x_train, experiment.task.labels
     out: dict[str, Any] = {"n_labeled": int(labeled.numel()), "n_unlabeled": int(unlabeled.numel())}
     peak = bf16_peak(dev)
 
     with experiment.autocast():
         # task training: the task network from scratch on D_L
-        task, seconds = timed(lambda: experiment._train_task(labeled.cpu().numpy(), 0), dev)
+        task, seconds = timed(
+            lambda: experiment.task.train(
+                x, labeled.cpu().numpy(), 0, experiment.normalize, experiment.augment_mode, None
+            ),
+            dev,
+        )
         images = cfg.epochs_task * labeled.numel()
         flops = train_flops_per_image(
             task,

@@ -35,8 +35,9 @@ class ProgressBars:
 
     def round_done(self, record, experiment) -> None:
         self.rounds.update(1)
+        metric = "test_acc" if experiment.task.metric == "accuracy" else "test_miou"
         self.rounds.set_postfix(
-            labeled=record.n_labeled, test_acc=f"{record.test_accuracy:.4f}", refresh=False
+            {"labeled": record.n_labeled, metric: f"{record.test_accuracy:.4f}"}, refresh=False
         )
 
     def close(self) -> None:

@@ -76,6 +76,8 @@ class Config:
     finetune_scope: str = "head"
     finetune_epochs: int = 5
     finetune_lr_factor: float = 0.1
+    # PAL for segmentation: SimCLR's NT-Xent temperature (Section 3.1, Eq. 2)
+    simclr_temperature: float = 0.5
     # baselines (DBAL: MC dropout, Gal et al. 2017)
     mc_samples: int = 20
     dbal_acquisition: str = "bald"
@@ -265,6 +267,7 @@ def _check_ranges(c: Config) -> None:
     need(c.subqueries >= 1, "subqueries", ">= 1")
     need(c.finetune_epochs >= 0, "finetune_epochs", ">= 0")
     need(c.finetune_lr_factor > 0.0, "finetune_lr_factor", "> 0")
+    need(c.simclr_temperature > 0.0, "simclr_temperature", "> 0")
     need(c.epochs_task >= 1, "epochs_task", ">= 1")
     need(c.epochs_scoring >= 1, "epochs_scoring", ">= 1")
     need(c.lr_task > 0.0, "lr_task", "> 0")

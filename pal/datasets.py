@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from pal.config import ConfigError
 from pal.registry import Registry, UnknownNameError
+from pal.segmentation import IGNORE
 
 __all__ = [
     "DATASETS",
@@ -56,6 +57,8 @@ CACHE_DIR = ".pal-cache"
 NPZ_PREFIX = "npz:"
 FOLDER_PREFIX = "folder:"
 _GREY_MODES = ("1", "L", "LA")
+# loaders that read image_size as the height and keep the images' aspect ratio
+KEEPS_ASPECT = frozenset({"cityscapes"})
 # float32 working memory per resize batch; bounds peak memory for big datasets
 _RESIZE_BATCH_BYTES = 64 << 20
 
@@ -70,48 +73,54 @@ class UnknownDatasetError(DataError, UnknownNameError):
 
 @dataclasses.dataclass(repr=False)
 class ImageData:
-    """A labelled image dataset as uint8 CPU tensors (the loop moves them to the device once).
+    """An image dataset as uint8 CPU tensors (the loop moves them to the device once): labels per
+    image (classification) or a mask per image (semantic segmentation).
 
     Attributes:
         name: the dataset name as given to :func:`load_dataset`.
         x_train: uint8 ``[N, C, H, W]``, contiguous.
-        y_train: int64 ``[N]``, values in ``[0, num_classes)``.
+        y_train: int64 ``[N]``, values in ``[0, num_classes)``; ``None`` for segmentation.
         x_test: uint8 ``[M, C, H, W]``, contiguous, same ``C, H, W`` as ``x_train``.
-        y_test: int64 ``[M]``.
-        classes: class names, index = label.
+        y_test: int64 ``[M]``; ``None`` for segmentation.
+        classes: class names, index = label (for segmentation: the mask values).
         default_augment: ``"none"``, ``"crop"`` or ``"crop_flip"``: what ``augment="auto"`` means
             for this data (digits and house numbers must not be flipped).
+        m_train, m_test: segmentation masks, uint8 ``[N, H, W]`` / ``[M, H, W]``, values in
+            ``[0, num_classes)`` or :data:`pal.segmentation.IGNORE` (255, not annotated);
+            ``None`` for classification.
     """
 
     name: str
     x_train: torch.Tensor
-    y_train: torch.Tensor
+    y_train: torch.Tensor | None
     x_test: torch.Tensor
-    y_test: torch.Tensor
+    y_test: torch.Tensor | None
     classes: list[str]
     default_augment: str
+    m_train: torch.Tensor | None = None
+    m_test: torch.Tensor | None = None
+
+    @property
+    def task(self) -> str:
+        """``"segmentation"`` when the dataset has masks, else ``"classification"``."""
+        return "classification" if self.m_train is None else "segmentation"
 
     def __post_init__(self) -> None:
         self.classes = [str(c) for c in self.classes]
+        if (self.m_train is None) != (self.m_test is None):
+            raise DataError(f"dataset: {self.name}: give masks for both splits or neither")
         for split in ("train", "test"):
-            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            x = getattr(self, f"x_{split}")
             if x.dtype != torch.uint8 or x.dim() != 4:
                 raise DataError(
                     f"dataset: {self.name}: x_{split} must be uint8 [N, C, H, W], "
                     f"got {x.dtype} {tuple(x.shape)}"
                 )
-            if y.dim() != 1 or len(y) != len(x):
-                raise DataError(
-                    f"dataset: {self.name}: y_{split} must be [{len(x)}], got {tuple(y.shape)}"
-                )
-            y = y.to(torch.int64)
-            if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
-                raise DataError(
-                    f"dataset: {self.name}: y_{split} must lie in [0, {len(self.classes)}) "
-                    f"(one per class name), got [{int(y.min())}, {int(y.max())}]"
-                )
             setattr(self, f"x_{split}", x.contiguous())
-            setattr(self, f"y_{split}", y.contiguous())
+            if self.task == "segmentation":
+                self._check_masks(split, x)
+            else:
+                self._check_labels(split, x)
         if self.x_test.shape[1:] != self.x_train.shape[1:]:
             raise DataError(
                 f"dataset: {self.name}: test images are {tuple(self.x_test.shape[1:])} (C, H, W) "
@@ -122,6 +131,35 @@ class ImageData:
                 f"augment: default for {self.name} must be one of {list(AUGMENTS)}, "
                 f"got {self.default_augment!r}"
             )
+
+    def _check_labels(self, split: str, x: torch.Tensor) -> None:
+        y = getattr(self, f"y_{split}")
+        if y is None or y.dim() != 1 or len(y) != len(x):
+            shape = None if y is None else tuple(y.shape)
+            raise DataError(f"dataset: {self.name}: y_{split} must be [{len(x)}], got {shape}")
+        y = y.to(torch.int64)
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
+            raise DataError(
+                f"dataset: {self.name}: y_{split} must lie in [0, {len(self.classes)}) "
+                f"(one per class name), got [{int(y.min())}, {int(y.max())}]"
+            )
+        setattr(self, f"y_{split}", y.contiguous())
+
+    def _check_masks(self, split: str, x: torch.Tensor) -> None:
+        m = getattr(self, f"m_{split}")
+        if m.dtype != torch.uint8 or m.dim() != 3 or m.shape != (len(x), *x.shape[2:]):
+            raise DataError(
+                f"dataset: {self.name}: m_{split} must be uint8 [N, H, W] = "
+                f"{[len(x), *x.shape[2:]]} (one mask per image), got {m.dtype} {tuple(m.shape)}"
+            )
+        values = torch.unique(m)
+        bad = values[(values >= len(self.classes)) & (values != IGNORE)]
+        if len(bad):
+            raise DataError(
+                f"dataset: {self.name}: m_{split} must hold class ids in [0, {len(self.classes)}) "
+                f"(one per class name) or {IGNORE} (ignore), got {bad.tolist()}"
+            )
+        setattr(self, f"m_{split}", m.contiguous())
 
     @property
     def num_classes(self) -> int:
@@ -139,7 +177,7 @@ class ImageData:
         c, (h, w) = self.channels, self.image_hw
         return (
             f"ImageData({self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
-            f"images={c}x{h}x{w}, classes={self.num_classes}, "
+            f"images={c}x{h}x{w}, task={self.task}, classes={self.num_classes}, "
             f"default_augment={self.default_augment!r})"
         )
 
@@ -187,9 +225,16 @@ def load_dataset(
                 " (an image-folder tree with train/ and test/, or a .tar.gz of one)"
             )
         data = DATASETS.get(name)(data_dir, bool(download), image_size)
-    if image_size is not None and data.image_hw != (image_size, image_size):
+    if (
+        image_size is not None
+        and name not in KEEPS_ASPECT
+        and data.image_hw != (image_size, image_size)
+    ):
         data.x_train = resize_images(data.x_train, image_size)
         data.x_test = resize_images(data.x_test, image_size)
+        if data.m_train is not None:
+            data.m_train = resize_masks(data.m_train, (image_size, image_size))
+            data.m_test = resize_masks(data.m_test, (image_size, image_size))
     return data
 
 
@@ -211,6 +256,15 @@ def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
         )
         out[start : start + per_batch] = batch.round_().clamp_(0, 255).to(torch.uint8)
     return out
+
+
+def resize_masks(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize uint8 masks ``[N, H, W]`` to ``[N, *size]`` by nearest neighbour (class ids and the
+    ignore label are never blended)."""
+    if tuple(m.shape[1:]) == tuple(size):
+        return m
+    out = F.interpolate(m[:, None].float(), size=size, mode="nearest-exact")
+    return out[:, 0].to(torch.uint8).contiguous()
 
 
 # ---------------------------------------------------------------------------------- built-ins
@@ -282,6 +336,37 @@ def digit_scenes(
         cls = (labels[pick].astype(np.uint8) + 1)[:, None, None]
         masks[scene, rows, cols] = np.where(ink, cls, masks[scene, rows, cols])
     return images[:, None], masks
+
+
+@DATASETS.register("digit_scenes")
+def load_digit_scenes(data_dir: str, download: bool, image_size: int | None) -> ImageData:
+    """A small real-data segmentation set built from scikit-learn's bundled digits (no file, no
+    network): 1000 train / 300 test grey 32x32 scenes, each with two 16x16 digits pasted at
+    random places (:func:`digit_scenes`).
+
+    Train scenes use only the digits' train split and test scenes only its test split (the
+    split of ``digits``), so no digit image is in both. 11 classes: ``background`` and the digits
+    ``0``..``9``; every pixel is annotated. Decided by fixed seeds: the same scenes everywhere.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    grey = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # [1797, 8, 8]
+    y = bunch.target.astype(np.int64)
+    train, test = stratified_split(y, 497)
+    x_train, m_train = digit_scenes(grey[train], y[train], 1000, seed=1)
+    x_test, m_test = digit_scenes(grey[test], y[test], 300, seed=2)
+    return ImageData(
+        name="digit_scenes",
+        x_train=torch.from_numpy(x_train),
+        y_train=None,
+        x_test=torch.from_numpy(x_test),
+        y_test=None,
+        classes=["background"] + [str(i) for i in range(10)],
+        default_augment="crop",
+        m_train=torch.from_numpy(m_train),
+        m_test=torch.from_numpy(m_test),
+    )
 
 
 @DATASETS.register("cifar10")
@@ -371,6 +456,65 @@ def load_caltech101(data_dir: str, download: bool, image_size: int | None) -> Im
     return _from_arrays("caltech101", cached, default_augment="crop_flip")
 
 
+@DATASETS.register("cityscapes")
+def load_cityscapes(data_dir: str, download: bool, image_size: int | None) -> ImageData:
+    """torchvision Cityscapes (fine annotations) under ``data_dir``: 2975 train / 500 val
+    images, the 19 train classes, everything else the ignore label 255.
+
+    Cityscapes needs a manual download (an account at cityscapes-dataset.com): unpack
+    ``leftImg8bit_trainvaltest.zip`` and ``gtFine_trainvaltest.zip`` into ``data_dir`` so that it
+    holds ``leftImg8bit/`` and ``gtFine/``. The official test masks are not public, so the val
+    split is the test split. ``image_size`` is the height (default 256); the width keeps the
+    1:2 aspect ratio (256 -> 256x512). Images are resized bilinearly and masks by nearest
+    neighbour; decoding runs once and the arrays are cached under ``<data_dir>/.pal-cache/``.
+    """
+    height = 256 if image_size is None else image_size
+    size = (height, 2 * height)
+    cache = Path(data_dir) / CACHE_DIR / f"cityscapes-{height}.npz"
+    cached = _read_cache(cache)
+    if cached is None:
+        from PIL import Image
+        from torchvision.datasets import Cityscapes
+
+        if download:
+            raise DataError(
+                "download: Cityscapes cannot be downloaded automatically (it needs an account "
+                "at cityscapes-dataset.com); unpack it into data_dir and set download=false"
+            )
+        train_ids = np.full(256, IGNORE, np.uint8)  # labelId -> trainId
+        for c in Cityscapes.classes:
+            if 0 <= c.id < 256 and 0 <= c.train_id < 255:
+                train_ids[c.id] = c.train_id
+        cached = {}
+        for split, key in (("train", "train"), ("val", "test")):
+            try:
+                ds = Cityscapes(data_dir, split, mode="fine", target_type="semantic")
+            except RuntimeError:
+                raise DataError(
+                    f"data_dir: Cityscapes not found under {data_dir!r}: it must hold "
+                    "leftImg8bit/{train,val}/ and gtFine/{train,val}/ (unpack "
+                    "leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
+                    "cityscapes-dataset.com there)"
+                ) from None
+            x = np.empty((len(ds), *size, 3), np.uint8)
+            m = np.empty((len(ds), *size), np.uint8)
+            wh = (size[1], size[0])
+            for i in range(len(ds)):  # one-time decoding of the PNG files
+                image, target = ds[i]
+                x[i] = np.asarray(image.convert("RGB").resize(wh, Image.Resampling.BILINEAR))
+                m[i] = train_ids[np.asarray(target.resize(wh, Image.Resampling.NEAREST))]
+            cached[f"x_{key}"], cached[f"m_{key}"] = x, m
+        cached["classes"] = np.asarray(
+            [
+                c.name
+                for c in sorted(Cityscapes.classes, key=lambda c: c.train_id)
+                if 0 <= c.train_id < 255
+            ]
+        )
+        _write_cache(cache, cached)
+    return _from_arrays("cityscapes", cached, default_augment="crop_flip")
+
+
 def _torchvision(what: str, data_dir: str, download: bool, make: Callable):
     try:
         return make()
@@ -398,12 +542,16 @@ def _load_npz(name: str, spec: str) -> ImageData:
             "x_train, y_train, x_test, y_test"
         )
     with archive:
+        segmentation = "m_train" in archive.files or "m_test" in archive.files
         required = ["x_train", "y_train", "x_test", "y_test"]
+        if segmentation:
+            required = ["x_train", "m_train", "x_test", "m_test"]
         missing = [k for k in required if k not in archive.files]
         if missing:
             raise DataError(
                 f"dataset: {str(path)!r} lacks the arrays {missing}; an .npz dataset needs "
-                f"{required} (and optionally classes), it has {sorted(archive.files)}"
+                "x_train, y_train, x_test, y_test (classification) or x_train, m_train, x_test, "
+                f"m_test (segmentation), and optionally classes; it has {sorted(archive.files)}"
             )
         arrays = {}
         for key in required + (["classes"] if "classes" in archive.files else []):
@@ -414,6 +562,18 @@ def _load_npz(name: str, spec: str) -> ImageData:
                     f"dataset: cannot read {key!r} from {str(path)!r} ({e}); store plain numeric "
                     "arrays (and a str array for classes), not Python objects"
                 ) from None
+    if segmentation:
+        for split in ("train", "test"):  # the image checks below take one label per image
+            m = arrays[f"m_{split}"]
+            if m.dtype != np.uint8 or m.ndim != 3:
+                raise DataError(
+                    f"dataset: m_{split} in {str(path)!r} must be uint8 [N, H, W] (class ids, "
+                    f"{IGNORE} = ignore), got {m.dtype} {m.shape}"
+                )
+            arrays[f"y_{split}"] = np.zeros(len(m), np.int64)
+        if "classes" not in arrays:
+            valid = np.concatenate([m[m != IGNORE] for m in (arrays["m_train"], arrays["m_test"])])
+            arrays["classes"] = np.asarray([str(i) for i in range(int(valid.max(initial=0)) + 1)])
     _check_arrays(arrays, f"in {str(path)!r}")
     if arrays["x_train"].ndim == 3:  # grey [N, H, W] -> [N, H, W, 1]
         arrays["x_train"] = arrays["x_train"][..., None]
@@ -481,19 +641,26 @@ def _check_arrays(a: dict[str, np.ndarray], where: str) -> None:
 
 
 def _from_arrays(name: str, a: dict[str, np.ndarray], default_augment: str) -> ImageData:
-    """Build :class:`ImageData` from channels-last uint8 ``[N, H, W, C]`` arrays."""
+    """Build :class:`ImageData` from channels-last uint8 ``[N, H, W, C]`` arrays, with masks
+    ``m_train``/``m_test`` uint8 ``[N, H, W]`` when ``a`` has them (then ``y_*`` are unused)."""
 
     def nchw(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
+    def tensor(key: str, dtype) -> torch.Tensor | None:
+        return torch.from_numpy(np.ascontiguousarray(a[key], dtype=dtype)) if key in a else None
+
+    masks = "m_train" in a
     return ImageData(
         name=name,
         x_train=nchw(a["x_train"]),
-        y_train=torch.from_numpy(a["y_train"].astype(np.int64)),
+        y_train=None if masks else tensor("y_train", np.int64),
         x_test=nchw(a["x_test"]),
-        y_test=torch.from_numpy(a["y_test"].astype(np.int64)),
+        y_test=None if masks else tensor("y_test", np.int64),
         classes=[str(c) for c in a["classes"]],
         default_augment=default_augment,
+        m_train=tensor("m_train", np.uint8),
+        m_test=tensor("m_test", np.uint8),
     )
 
 

@@ -11,21 +11,21 @@ round)``, a resumed run makes the same choices as one that never stopped.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from pal.config import Config, ConfigError
 from pal.datasets import ImageData, load_dataset
-from pal.models import BACKBONES, TaskNet, build_backbone
 from pal.results import ExperimentResult, RoundRecord
-from pal.rng import derive_seed, numpy_rng, seeded_init, torch_generator
-from pal.strategies import QueryContext, build_strategy
-from pal.training import FitSpec, Normalizer, ProgressFn, accuracy, predict_logits, train_classifier
+from pal.rng import derive_seed, numpy_rng
+from pal.strategies import STRATEGIES, QueryContext, build_strategy, list_strategies
+from pal.tasks import build_task
+from pal.training import Normalizer, ProgressFn
 
 RoundCallback = Callable[[RoundRecord, "Experiment"], None]
 
@@ -62,24 +62,6 @@ def resolve_speed(config: Config, device: torch.device) -> tuple[torch.dtype | N
     )
 
 
-class Oracle:
-    """The labeller, with simulated noise decided once per sample by the seed.
-
-    With probability ``label_noise`` a sample's label is replaced by a uniformly drawn *different*
-    class, so ``label_noise`` is the real flip rate. The answer for a sample is fixed for the whole
-    experiment (asking twice gives the same label); the true labels are kept for logging.
-    """
-
-    def __init__(self, y_true: np.ndarray, num_classes: int, noise: float, seed: int):
-        rng = numpy_rng(seed, "oracle")
-        flip = rng.random(len(y_true)) < noise
-        offset = rng.integers(1, max(num_classes, 2), len(y_true))
-        self.labels = np.where(flip, (y_true + offset) % num_classes, y_true).astype(np.int64)
-
-    def __call__(self, indices: np.ndarray) -> np.ndarray:
-        return self.labels[indices]
-
-
 class Experiment:
     """An active-learning experiment as a resumable sequence of rounds.
 
@@ -97,33 +79,37 @@ class Experiment:
         self.config = config
         self.progress = progress
         self.strategy = build_strategy(config)
-        for field in ("task_backbone", "scoring_backbone"):
-            BACKBONES.get(getattr(config, field), field)
         self.device = resolve_device(config.device)
         if data is None:
             data = load_dataset(config.dataset, config.data_dir, config.download, config.image_size)
         self.data = data
-        self.classes = list(data.classes)
-        self.num_classes = len(self.classes)
-        self.y_true = data.y_train.numpy().astype(np.int64)
+        self.task = build_task(config, data)
+        if self.task.kind not in self.strategy.tasks:
+            able = [n for n in list_strategies() if self.task.kind in STRATEGIES.get(n).tasks]
+            raise ConfigError(
+                f"strategy: {config.strategy!r} does not run on {self.task.kind} "
+                f"({data.name}); strategies for {self.task.kind}: {able}"
+            )
+        self.classes = self.task.classes
+        self.num_classes = self.task.num_classes
         self.augment_mode = data.default_augment if config.augment == "auto" else config.augment
         self._plan_pools()
-        self.strategy.check_config(config, self.query_size, tuple(data.x_train.shape[-2:]))
-        self.oracle = Oracle(self.y_true, self.num_classes, config.label_noise, config.seed)
+        self.strategy.check_config(
+            config, self.query_size, tuple(data.x_train.shape[-2:]), self.task.kind
+        )
 
         # moved to the device once; every batch is gathered there by index
         self.x_train = data.x_train.to(self.device)
         self.x_test = data.x_test.to(self.device)
-        self.y_test = data.y_test.to(self.device)
+        self.task.to(self.device, self.labeled_indices(), self.missing_class_ids)
         self.autocast_dtype, memory_format = resolve_speed(config, self.device)
         self.normalize = Normalizer(data.x_train[self.pool], memory_format).to(self.device)
-        self.labels = torch.as_tensor(self.oracle.labels, device=self.device)
-        self.task_model: TaskNet | None = None
+        self.task_model: nn.Module | None = None
 
     # ------------------------------------------------------------------ setup
     def _plan_pools(self) -> None:
         """Draw the pool, the validation set and the initial labeled pool; size the queries."""
-        cfg, n_train = self.config, len(self.y_true)
+        cfg, n_train = self.config, self.task.n_train
         rng = numpy_rng(cfg.seed, "pools")
         if cfg.pool_size is not None and cfg.pool_size > n_train:
             raise ConfigError(
@@ -152,7 +138,7 @@ class Experiment:
                 "query_size/query_fraction or initial_size/initial_fraction"
             )
         missing = self._missing_class_ids()
-        eligible = pool_rest[~np.isin(self.y_true[pool_rest], missing)]
+        eligible = self.task.eligible_initial(pool_rest, missing)
         if len(eligible) < self.initial_size:
             raise ConfigError(
                 f"missing_classes: {list(cfg.missing_classes)} leave {len(eligible)} samples for "
@@ -209,15 +195,14 @@ class Experiment:
         return {
             "round": self.state["round"],
             "labeled": labeled.tolist(),
-            "oracle_labels": self.oracle(labeled).tolist(),
+            "oracle_labels": self.task.oracle_labels(labeled),
             "pending": self.state["pending"],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         labeled = np.asarray(state["labeled"], dtype=np.int64)
-        if "oracle_labels" in state and not np.array_equal(
-            self.oracle(labeled), np.asarray(state["oracle_labels"])
-        ):
+        stored = state.get("oracle_labels")
+        if stored is not None and self.task.oracle_labels(labeled) != list(stored):
             raise ValueError("checkpoint's oracle labels differ from this config's (seed changed?)")
         self.state = {
             "round": int(state["round"]),
@@ -242,10 +227,14 @@ class Experiment:
 
         t_train = time.perf_counter()
         with self.autocast():
-            self.task_model = self._train_task(labeled, r)
+            self.task_model = self.task.train(
+                self.x_train, labeled, r, self.normalize, self.augment_mode, self.progress
+            )
             train_seconds = time.perf_counter() - t_train
             t_eval = time.perf_counter()
-            val_acc, test_acc = self._evaluate()
+            val_acc, test_acc, task_metrics = self.task.evaluate(
+                self.task_model, self.x_train, self.val, self.x_test, self.normalize
+            )
             eval_seconds = time.perf_counter() - t_eval
 
         record = RoundRecord(
@@ -253,9 +242,9 @@ class Experiment:
             n_labeled=len(labeled),
             test_accuracy=test_acc,
             val_accuracy=val_acc,
-            query_class_rates=self._class_rates(selected),
-            labeled_class_counts=self._class_counts(labeled),
-            n_noisy_labels=int((self.oracle(labeled) != self.y_true[labeled]).sum()),
+            query_class_rates=self.task.class_rates(selected),
+            labeled_class_counts=self.task.class_counts(labeled),
+            n_noisy_labels=self.task.n_noisy(labeled),
             selected=selected.tolist(),
             seconds=0.0,
             query_seconds=float(pending["seconds"]),
@@ -263,7 +252,8 @@ class Experiment:
             eval_seconds=eval_seconds,
             query_metrics=dict(pending["metrics"]),
             n_pool=self.n_pool,
-            missing_class_share=self._missing_share(selected),
+            missing_class_share=self.task.missing_share(selected, self.missing_class_ids),
+            task_metrics=task_metrics,
         )
         with self.autocast():
             next_pending = self._query(r + 1) if r < cfg.rounds else None
@@ -297,52 +287,17 @@ class Experiment:
                 callback(record, self)
         return self.result(records)
 
-    def _train_task(self, labeled: np.ndarray, r: int) -> TaskNet:
-        cfg = self.config
-        channels, h, w = self.x_train.shape[1:]
-        with seeded_init(cfg.seed, "task-init", r):
-            model = TaskNet(
-                build_backbone(cfg.task_backbone, channels, (h, w)),
-                self.num_classes,
-                dropout=cfg.dropout,
-            )
-        model.to(self.device, memory_format=self.normalize.memory_format)
-        idx = torch.as_tensor(labeled, device=self.device)
-        model.dropout.generator = torch_generator(self.device, cfg.seed, "task-dropout", r)
-        train_classifier(
-            model,
-            self.x_train[idx],
-            self.labels[idx],
-            self.normalize,
-            FitSpec.from_config(cfg, "task"),
-            self.augment_mode,
-            torch_generator(self.device, cfg.seed, "task", r),
-            self.progress,
-        )
-        model.dropout.generator = None
-        return model
-
-    def _evaluate(self) -> tuple[float, float]:
-        bs = self.config.eval_batch_size
-        test = accuracy(
-            predict_logits(self.task_model, self.x_test, self.normalize, bs), self.y_test
-        )
-        if len(self.val) == 0:
-            return math.nan, test
-        val_idx = torch.as_tensor(self.val, device=self.device)
-        logits = predict_logits(self.task_model, self.x_train[val_idx], self.normalize, bs)
-        return accuracy(logits, self.labels[val_idx]), test
-
     def _query(self, next_round: int) -> dict[str, Any]:
         start = time.perf_counter()
         ctx = QueryContext(
             config=self.config,
             x=self.x_train,
-            labels=self.labels,
+            labels=self.task.labels,
             labeled=torch.as_tensor(self.labeled_indices(), device=self.device),
             unlabeled=torch.as_tensor(self.unlabeled_indices(), device=self.device),
             num_classes=self.num_classes,
             task_model=self.task_model,
+            task=self.task.kind,
             normalize=self.normalize,
             augment_mode=self.augment_mode,
             seed=derive_seed(self.config.seed, "query", next_round),
@@ -355,23 +310,10 @@ class Experiment:
             "seconds": time.perf_counter() - start,
         }
 
-    def _class_counts(self, indices: np.ndarray) -> dict[str, int]:
-        counts = np.bincount(self.y_true[indices], minlength=self.num_classes)
-        return {name: int(c) for name, c in zip(self.classes, counts, strict=True)}
-
-    def _class_rates(self, indices: np.ndarray) -> dict[str, float]:
-        if len(indices) == 0:
-            return {}
-        counts = self._class_counts(indices)
-        return {name: c / len(indices) for name, c in counts.items()}
-
-    def _missing_share(self, indices: np.ndarray) -> float:
-        if len(indices) == 0 or len(self.missing_class_ids) == 0:
-            return math.nan
-        return float(np.isin(self.y_true[indices], self.missing_class_ids).mean())
-
     def result(self, records: list[RoundRecord]) -> ExperimentResult:
-        return ExperimentResult(self.config, records, self.classes, str(self.device))
+        return ExperimentResult(
+            self.config, records, self.classes, str(self.device), metric=self.task.metric
+        )
 
 
 def run(

@@ -13,7 +13,8 @@ image size, so one registry serves 8x8 digits and 32x32 CIFAR alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torchvision
@@ -51,6 +52,19 @@ class SeededDropout(nn.Dropout):
         keep = 1.0 - self.p
         mask = torch.rand(x.shape, generator=self.generator, device=x.device).lt_(keep)
         return x * mask / keep
+
+
+@contextlib.contextmanager
+def dropout_generator(module: nn.Module, generator: torch.Generator) -> Iterator[None]:
+    """Every :class:`SeededDropout` of ``module`` draws from ``generator`` inside the block."""
+    layers = [m for m in module.modules() if isinstance(m, SeededDropout)]
+    for layer in layers:
+        layer.generator = generator
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.generator = None
 
 
 class TaskNet(nn.Module):

@@ -17,11 +17,15 @@ class RoundRecord:
     Attributes:
         round: 0 is the initial pool; round ``r`` follows the ``r``-th query.
         n_labeled: ``|D_L|`` after this round's query.
-        test_accuracy: the task network's accuracy on the clean test set.
-        val_accuracy: accuracy on the held-out validation set, against the oracle's labels
-            (NaN when ``val_size`` is 0). Hyperparameter searches optimise this, never the test.
-        query_class_rates: class name -> share of this round's query, by true class (sums to 1).
-        labeled_class_counts: class name -> samples of that true class in ``D_L``.
+        test_accuracy: the task's metric on the clean test set: the task network's accuracy
+            (classification) or mIoU (segmentation; see ``ExperimentResult.metric``).
+        val_accuracy: the same metric on the held-out validation set, against the oracle's
+            labels (NaN when ``val_size`` is 0). Hyperparameter searches optimise this, never
+            the test.
+        query_class_rates: class name -> share of this round's query, by true class (sums to 1);
+            for segmentation, the class's share of the query's labeled pixels.
+        labeled_class_counts: class name -> samples of that true class in ``D_L``; for
+            segmentation, images of ``D_L`` with an annotated pixel of the class.
         n_noisy_labels: samples of ``D_L`` whose oracle label differs from the true class.
         selected: dataset indices (training split) this round's query added, in the order chosen.
         seconds: wall time of the round: its query, the task training and the evaluation.
@@ -33,7 +37,10 @@ class RoundRecord:
             validation set); ``100 * n_labeled / n_pool`` is the percent labeled.
         missing_class_share: share of this round's query from the classes missing from the
             initial pool (``missing_classes``; Figure 3 right); NaN when none are missing or in
-            round 0.
+            round 0. For segmentation, the missing classes' share of the query's pixels.
+        task_metrics: further metrics of the task network; segmentation logs ``test_miou``,
+            ``val_miou``, ``test_pixel_accuracy`` and ``test_iou/<class>`` (NaN for a class
+            absent from both the test masks and the predictions).
     """
 
     round: int
@@ -51,6 +58,7 @@ class RoundRecord:
     query_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     n_pool: int = 0
     missing_class_share: float = math.nan
+    task_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def percent_labeled(self) -> float:
@@ -64,7 +72,9 @@ class RoundRecord:
 class ExperimentResult:
     """``rounds`` (``R + 1`` records for ``rounds=R``), the ``config`` and the dataset's classes.
 
-    ``run_id`` is the MLflow run the experiment was logged to (``None`` when not tracked).
+    ``run_id`` is the MLflow run the experiment was logged to (``None`` when not tracked);
+    ``metric`` names what the records' ``val_accuracy`` / ``test_accuracy`` hold (``accuracy``
+    or ``mIoU``).
     """
 
     config: Config
@@ -72,6 +82,7 @@ class ExperimentResult:
     classes: list[str]
     device: str = "cpu"
     run_id: str | None = None
+    metric: str = "accuracy"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +90,7 @@ class ExperimentResult:
             "classes": list(self.classes),
             "device": self.device,
             "run_id": self.run_id,
+            "metric": self.metric,
             "rounds": [r.to_dict() for r in self.rounds],
         }
 
@@ -87,12 +99,14 @@ class ExperimentResult:
 
     def table(self) -> str:
         """The rounds as a plain-text table (what ``pal run`` prints at the end)."""
-        return format_table(self.rounds)
+        return format_table(self.rounds, self.metric)
 
 
-def format_table(rounds: list[RoundRecord]) -> str:
+def format_table(rounds: list[RoundRecord], metric: str = "accuracy") -> str:
     extra = sorted({k for r in rounds for k in r.query_metrics})
-    head = ["round", "labeled", "val_acc", "test_acc", "noisy", "seconds", "top query classes"]
+    name = "acc" if metric == "accuracy" else metric
+    head = ["round", "labeled", f"val_{name}", f"test_{name}", "noisy", "seconds"]
+    head.append("top query classes")
     head[6:6] = extra
     rows = []
     for r in rounds:

@@ -9,6 +9,7 @@ score, the core-set's farthest-first traversal (:func:`k_center_greedy`), is pur
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -222,3 +223,30 @@ def k_center_greedy(
         # chosen again once every remaining point is at 0.
         min_dist.index_fill_(0, pick.view(1), float("-inf"))
     return chosen
+
+
+def select_subqueries(
+    s_s: torch.Tensor,
+    s_c: torch.Tensor,
+    sizes: list[int],
+    lambda1: float,
+    lambda2: float,
+    diversity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Positions in the pool ``[sum(sizes)]``, sub-query by sub-query (Algorithm 1).
+
+    The first sub-query takes the top ``S_S + lambda1 S_C`` of ``s_s, s_c [U]``; before each
+    later one ``diversity(picked, remaining) -> S_D [R]`` fine-tunes on every position picked so
+    far and scores the ``remaining`` ones, and the top ``S_S + lambda1 S_C + lambda2 S_D`` (Eq. 4)
+    of those are taken.
+    """
+    chosen = torch.zeros(s_s.numel(), dtype=torch.bool, device=s_s.device)
+    picks: list[torch.Tensor] = []
+    for k, size in enumerate(sizes):
+        remaining = (~chosen).nonzero().squeeze(1)
+        s_d = diversity(torch.cat(picks), remaining) if k > 0 else None
+        score = hybrid_score(s_s[remaining], s_c[remaining], lambda1, s_d, lambda2)
+        pick = remaining[top_n(score, size)]
+        chosen[pick] = True
+        picks.append(pick)
+    return torch.cat(picks)

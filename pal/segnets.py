@@ -20,6 +20,7 @@ import torchvision
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
+from pal.models import SeededDropout
 from pal.registry import Registry
 
 EncoderFactory = Callable[[int], nn.Module]
@@ -29,6 +30,9 @@ SEG_ENCODERS: Registry[EncoderFactory] = Registry("segmentation encoder", "seg_b
 class SegNet(nn.Module):
     """DeepLabv3: ``encoder`` -> ASPP head -> bilinear upsampling to the input size.
 
+    The ASPP's dropout is a :class:`pal.models.SeededDropout`: training draws its masks from a
+    seeded generator (:func:`pal.models.dropout_generator`), so a run is reproducible.
+
     ``forward(x [B, C, H, W]) -> logits [B, K, H, W]``; ``embedding(x) -> [B, c]``.
     """
 
@@ -36,6 +40,10 @@ class SegNet(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.head = DeepLabHead(encoder.out_channels, num_classes)
+        for parent in self.head.modules():  # ASPP's dropout, drawn from a seeded generator
+            for name, child in parent.named_children():
+                if isinstance(child, nn.Dropout):
+                    setattr(parent, name, SeededDropout(child.p))
 
     def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, c, H/s, W/s]``, the encoder's output."""

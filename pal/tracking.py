@@ -365,6 +365,8 @@ def round_metrics(record: RoundRecord) -> dict[str, float]:
             out[f"labeled_class_fraction/{_key(name)}"] = count / record.n_labeled
     for name, value in record.query_metrics.items():
         out[_key(name)] = value
+    for name, value in record.task_metrics.items():  # test_iou/<class>: one key per class
+        out["/".join(_key(part) for part in name.split("/"))] = value
     return {k: float(v) if v is not None else math.nan for k, v in out.items()}
 
 

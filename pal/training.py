@@ -55,6 +55,20 @@ class FitSpec:
             compile=config.compile,
         )
 
+    @classmethod
+    def finetune(cls, config) -> FitSpec:
+        """PAL's sub-query fine-tune (Section 3.3): plain SGD at ``finetune_lr_factor *
+        lr_scoring`` for ``finetune_epochs`` epochs, constant rate, no weight decay."""
+        return cls(
+            epochs=config.finetune_epochs,
+            lr=config.finetune_lr_factor * config.lr_scoring,
+            batch_size=config.batch_size,
+            optimizer="sgd",
+            momentum=0.0,
+            weight_decay=0.0,
+            schedule="constant",
+        )
+
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         if self.optimizer == "sgd":
             return torch.optim.SGD(
@@ -109,6 +123,20 @@ def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Ten
         flip = torch.rand(b, generator=generator, device=x.device) < 0.5
         out = torch.where(flip[:, None, None, None], out.flip(-1), out)
     return out.contiguous()
+
+
+def augment_with_masks(
+    x: torch.Tensor, masks: torch.Tensor, mode: str, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`augment` of images ``uint8 [B, C, H, W]`` and their masks ``uint8 [B, H, W]`` with
+    the same crop and flip per image; the padding is the ignore label 255 in the masks.
+
+    The mask rides along as one more channel, shifted by +1 (mod 256): the ignore label 255 and
+    the zero padding both come back as 255, every class id as itself.
+    """
+    joint = torch.cat([x, (masks + 1)[:, None]], dim=1)  # uint8 wraps 255 -> 0
+    out = augment(joint, mode, generator)
+    return out[:, :-1].contiguous(), out[:, -1] - 1  # 0 (padding or ignore) -> 255
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -202,6 +230,36 @@ def train_classifier(
     fit(model, len(x), loss_fn, spec, generator, progress=progress, phase="task")
 
 
+def train_segmenter(
+    model: nn.Module,
+    x: torch.Tensor,
+    masks: torch.Tensor,
+    normalize: Normalizer,
+    spec: FitSpec,
+    augment_mode: str,
+    generator: torch.Generator,
+    progress: ProgressFn | None = None,
+) -> None:
+    """Pixel-wise cross-entropy training of a segmentation ``model`` (logits ``[B, K, H, W]``) on
+    ``x uint8 [N, C, H, W]`` and ``masks uint8 [N, H, W]``; the ignore label 255 adds no loss."""
+
+    forward = spec.forward(model)
+
+    def loss_fn(pos: torch.Tensor) -> torch.Tensor:
+        images, targets = augment_with_masks(x[pos], masks[pos], augment_mode, generator)
+        return pixel_cross_entropy(forward(normalize(images)), targets)
+
+    fit(model, len(x), loss_fn, spec, generator, progress=progress, phase="task")
+
+
+def pixel_cross_entropy(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``logits [B, K, H, W]`` over the annotated pixels of ``masks
+    uint8 [B, H, W]`` (255 = ignore); 0 when no pixel is annotated."""
+    targets = masks.long()
+    loss = F.cross_entropy(logits.float(), targets, ignore_index=255, reduction="sum")
+    return loss / (targets != 255).sum().clamp_min(1)
+
+
 def predict_logits(
     model: nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int
 ) -> torch.Tensor:
@@ -229,6 +287,22 @@ def eval_chunks(x: torch.Tensor, batch_size: int, passes: int = 1) -> tuple[torc
     if x.device.type == "cpu":
         batch_size = min(batch_size, CPU_EVAL_BATCH)
     return x.split(max(1, batch_size // passes))
+
+
+@torch.inference_mode()
+def predict_reduced(
+    model: nn.Module,
+    x: torch.Tensor,
+    normalize: Normalizer,
+    batch_size: int,
+    reduce: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``reduce(model(chunk))`` for eval-mode chunks of ``x uint8 [N, C, H, W]``, concatenated:
+    per-image numbers ``[N, ...]`` from outputs too big to keep whole (a segmentation network's
+    logits ``[N, K, H, W]``)."""
+    model.eval()
+    outs = [reduce(model(normalize(chunk)).float()) for chunk in eval_chunks(x, batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0)
 
 
 @torch.inference_mode()

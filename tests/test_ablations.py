@@ -16,7 +16,7 @@ from tests.test_reports import pixels_of
 STUDIES = sorted(p for p in (REPO / "ablations").glob("*.py") if not p.name.startswith("_"))
 
 
-def test_the_six_studies_exist():
+def test_the_seven_studies_exist():
     assert {p.stem for p in STUDIES} == {
         "components",
         "backbones",
@@ -24,6 +24,7 @@ def test_the_six_studies_exist():
         "label_noise",
         "biased_pool",
         "finetune_scope",
+        "segmentation_biased_pool",
     }
 
 
@@ -33,7 +34,7 @@ def test_study_files_are_grids_of_variants_over_five_seeds(path):
     assert job.seeds == [0, 1, 2, 3, 4] and job.num_samples == 1 and not job.search_space
     assert len(job.variants) >= 2
     smoke = job.smoke_sized()
-    assert smoke.seeds == [0] and smoke.base["dataset"] == "digits"
+    assert smoke.seeds == [0] and smoke.base["dataset"] in ("digits", "digit_scenes")
     text = path.read_text()
     assert f"pal ablate ablations/{path.name}" in text and "--smoke" in text
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import pal
-import pal.loop
+import pal.tasks
 from pal.cli import main
 from pal.config import field_names, parse_override
 
@@ -29,7 +29,7 @@ def no_training(monkeypatch):
     def forbidden(*args, **kwargs):
         pytest.fail("training started although the command line is invalid")
 
-    monkeypatch.setattr(pal.loop, "train_classifier", forbidden)
+    monkeypatch.setattr(pal.tasks, "train_classifier", forbidden)
 
 
 def listing(text: str) -> dict[str, list[str]]:

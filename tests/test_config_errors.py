@@ -21,6 +21,7 @@ import yaml
 import pal
 import pal.loop
 import pal.strategies.pal
+import pal.tasks
 import pal.training
 from pal import Config, ConfigError, DataError, ImageData, make_config
 from pal.config import field_names
@@ -45,7 +46,8 @@ def no_training(monkeypatch):
     def forbidden(*args, **kwargs):
         pytest.fail("training started although the config is invalid")
 
-    monkeypatch.setattr(pal.loop, "train_classifier", forbidden)
+    monkeypatch.setattr(pal.tasks, "train_classifier", forbidden)
+    monkeypatch.setattr(pal.tasks, "train_segmenter", forbidden)
     monkeypatch.setattr(pal.training, "train_classifier", forbidden)
     monkeypatch.setattr(pal.training, "fit", forbidden)
     monkeypatch.setattr(pal.strategies.pal, "fit", forbidden)
@@ -293,14 +295,14 @@ def test_missing_classes_that_leave_the_initial_pool_too_small():
     assert 0 < left < 300  # only the nines are eligible
     # the same nine missing classes with an initial pool the nines can fill are fine
     exp = build(missing_classes=nine, initial_size=50)
-    assert set(exp.y_true[exp.labeled_indices()].tolist()) == {9}
+    assert set(exp.task.y_true[exp.labeled_indices()].tolist()) == {9}
 
 
 def test_missing_classes_accept_indices_on_digits():
     exp = build(missing_classes=[0, 1])  # ints, as YAML would give them
     assert exp.config.missing_classes == ("0", "1")
     assert exp.missing_class_ids.tolist() == [0, 1]
-    labeled_classes = set(exp.y_true[exp.labeled_indices()].tolist())
+    labeled_classes = set(exp.task.y_true[exp.labeled_indices()].tolist())
     assert labeled_classes.isdisjoint({0, 1}) and len(labeled_classes) == 8
 
 
@@ -318,7 +320,7 @@ def test_missing_classes_accept_names_and_indices():
     )
     exp = Experiment(config.replace(missing_classes=["cat", 2]), data=data)
     assert exp.missing_class_ids.tolist() == [0, 2]
-    assert set(exp.y_true[exp.labeled_indices()].tolist()) == {1}  # only dogs
+    assert set(exp.task.y_true[exp.labeled_indices()].tolist()) == {1}  # only dogs
     # a name and the index of the same class count once
     exp = Experiment(config.replace(missing_classes=["dog", "1"]), data=data)
     assert exp.missing_class_ids.tolist() == [1]

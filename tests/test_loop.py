@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import pal
-from pal.loop import Experiment, Oracle
+from pal.loop import Experiment
+from pal.tasks import Oracle
 from tests.conftest import FAST
 
 
@@ -80,11 +81,11 @@ def test_label_noise_reaches_the_labeled_pool_and_is_counted():
     records = list(exp.rounds())
     last = records[-1]
     labeled = exp.labeled_indices()
-    flips = (exp.oracle(labeled) != exp.y_true[labeled]).sum()
+    flips = (exp.task.oracle(labeled) != exp.task.y_true[labeled]).sum()
     assert last.n_noisy_labels == flips
     assert last.n_noisy_labels / last.n_labeled == pytest.approx(0.3, abs=0.06)
     # the labels the task network trains on are the oracle's, not the true ones
-    assert (exp.labels.cpu().numpy()[labeled] != exp.y_true[labeled]).sum() == flips
+    assert (exp.task.labels.cpu().numpy()[labeled] != exp.task.y_true[labeled]).sum() == flips
 
 
 def test_same_seed_same_queries_other_seed_other_queries():

@@ -14,6 +14,7 @@ import yaml
 from mlflow import MlflowClient
 
 import pal
+import pal.tasks
 from pal import ConfigError
 from pal.config import field_names
 from pal.loop import Experiment
@@ -325,7 +326,7 @@ def test_bad_tracking_uri_fails_run_experiment_before_training(monkeypatch):
     def forbidden(*args, **kwargs):
         pytest.fail("training started although the tracking store is unusable")
 
-    monkeypatch.setattr(pal.loop, "train_classifier", forbidden)
+    monkeypatch.setattr(pal.tasks, "train_classifier", forbidden)
     with pytest.raises(ConfigError, match="^tracking_uri:"):
         pal.run_experiment(**FAST, tracking_uri=f"http://127.0.0.1:{free_port()}")
 

@@ -33,7 +33,9 @@ class QueryContext:
     Attributes:
         config: the experiment config.
         x: ``uint8 [N, C, H, W]``, every training image, on ``device`` (index = dataset index).
-        labels: ``int64 [N]`` the oracle's (possibly noisy) labels; valid at ``labeled`` only.
+        labels: the oracle's annotations, valid at ``labeled`` only: ``int64 [N]`` (possibly
+            noisy) labels for classification, ``uint8 [N, H, W]`` masks (255 = ignore) for
+            segmentation.
         labeled: ``int64 [L]`` dataset indices of ``D_L``.
         unlabeled: ``int64 [U]`` dataset indices of ``D_U`` that may be queried.
         num_classes: number of classes ``K``.
@@ -42,6 +44,7 @@ class QueryContext:
         augment_mode: ``none``, ``crop`` or ``crop_flip``, for strategies that train networks.
         seed: the seed of this query; strategies derive every random draw from it.
         progress: optional per-epoch callback for strategies that train networks.
+        task: ``"classification"`` or ``"segmentation"``.
     """
 
     config: Config
@@ -55,6 +58,7 @@ class QueryContext:
     augment_mode: str
     seed: int
     progress: ProgressFn | None = None
+    task: str = "classification"
 
     @property
     def device(self) -> torch.device:
@@ -77,16 +81,24 @@ class Strategy(abc.ABC):
     """Base class: validates the request and the answer; subclasses implement :meth:`choose`."""
 
     name: str = ""
+    tasks: tuple[str, ...] = ("classification",)
+    """The tasks the strategy runs on; the loop refuses any other before training."""
 
     def __init__(self, config: Config):
         self.config = config
 
     @classmethod
-    def check_config(cls, config: Config, query_size: int, image_hw: tuple[int, int]) -> None:
+    def check_config(
+        cls,
+        config: Config,
+        query_size: int,
+        image_hw: tuple[int, int],
+        task: str = "classification",
+    ) -> None:
         """Raise :class:`pal.config.ConfigError` for settings this strategy cannot run with.
 
-        Called by the loop before any training, once the sizes are known. Accepts everything
-        by default; strategies with constraints override it."""
+        Called by the loop before any training, once the sizes and the ``task`` are known.
+        Accepts everything by default; strategies with constraints override it."""
         return None
 
     def query(self, ctx: QueryContext, n: int) -> Query:

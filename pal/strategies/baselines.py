@@ -1,4 +1,5 @@
-"""Baselines that need no network of their own: random sampling and task-network entropy."""
+"""Baselines that need no network of their own: random sampling and task-network entropy
+(for segmentation, the entropy of each pixel's prediction averaged over the image)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import torch
 
 from pal import scoring
 from pal.strategies.base import Query, QueryContext, Strategy, register_strategy
-from pal.training import predict_logits
+from pal.training import predict_logits, predict_reduced
 
 
 @register_strategy("random")
 class RandomStrategy(Strategy):
     """Uniformly random samples of the unlabeled pool."""
+
+    tasks = ("classification", "segmentation")
 
     def choose(self, ctx: QueryContext, n: int) -> Query:
         gen = ctx.generator("random")
@@ -21,11 +24,23 @@ class RandomStrategy(Strategy):
 
 @register_strategy("entropy")
 class EntropyStrategy(Strategy):
-    """The ``n`` samples whose task-network class prediction has the highest entropy."""
+    """The ``n`` samples whose task-network class prediction has the highest entropy; for
+    segmentation the highest mean pixel entropy."""
+
+    tasks = ("classification", "segmentation")
 
     def choose(self, ctx: QueryContext, n: int) -> Query:
-        logits = predict_logits(
-            ctx.task_model, ctx.x[ctx.unlabeled], ctx.normalize, self.config.eval_batch_size
-        )
-        scores = scoring.entropy(torch.softmax(logits.float(), dim=1))
+        x, bs = ctx.x[ctx.unlabeled], self.config.eval_batch_size
+        if ctx.task == "segmentation":
+            scores = predict_reduced(ctx.task_model, x, ctx.normalize, bs, mean_pixel_entropy)
+        else:
+            logits = predict_logits(ctx.task_model, x, ctx.normalize, bs)
+            scores = scoring.entropy(torch.softmax(logits.float(), dim=1))
         return Query(ctx.unlabeled[scoring.top_n(scores, n)])
+
+
+def mean_pixel_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """``[B]``: the entropy of each pixel's class prediction (``logits [B, K, H, W]``), averaged
+    over the image."""
+    logp = torch.log_softmax(logits.float(), dim=1)
+    return -(logp.exp() * logp).sum(dim=1).flatten(1).mean(dim=1)

@@ -32,7 +32,13 @@ class DBALStrategy(Strategy):
     """The ``n`` samples with the highest BALD or max-entropy score under MC dropout."""
 
     @classmethod
-    def check_config(cls, config: Config, query_size: int, image_hw: tuple[int, int]) -> None:
+    def check_config(
+        cls,
+        config: Config,
+        query_size: int,
+        image_hw: tuple[int, int],
+        task: str = "classification",
+    ) -> None:
         if config.dropout == 0.0:
             raise ConfigError(
                 "dropout: DBAL needs dropout > 0 before the task network's classifier "

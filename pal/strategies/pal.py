@@ -30,6 +30,7 @@ from pal.config import ConfigError
 from pal.models import ScoringNet, build_backbone
 from pal.rng import seeded_init
 from pal.strategies.base import Query, QueryContext, Strategy, register_strategy
+from pal.strategies.pal_segmentation import choose_segmentation
 from pal.training import FitSpec, Normalizer, ProgressFn, augment, eval_chunks, fit
 
 
@@ -106,11 +107,19 @@ def head_rotation_score(head: nn.Module, features: torch.Tensor) -> torch.Tensor
 
 @register_strategy("pal")
 class PALStrategy(Strategy):
-    """Scoring network + hybrid score + sub-queries with self-supervised fine-tuning (Eq. 1-4)."""
+    """Scoring network + hybrid score + sub-queries with self-supervised fine-tuning (Eq. 1-4).
+
+    For segmentation the pretext task is SimCLR's instead of rotation prediction
+    (:mod:`pal.strategies.pal_segmentation`, Section 3.1 Eq. 2).
+    """
+
+    tasks = ("classification", "segmentation")
 
     @classmethod
-    def check_config(cls, config, query_size: int, image_hw: tuple[int, int]) -> None:
-        if image_hw[0] != image_hw[1]:
+    def check_config(
+        cls, config, query_size: int, image_hw: tuple[int, int], task: str = "classification"
+    ) -> None:
+        if task == "classification" and image_hw[0] != image_hw[1]:
             raise ConfigError(
                 f"image_size: PAL's rotation task needs square images, got {image_hw}; "
                 "set image_size to resize"
@@ -122,6 +131,8 @@ class PALStrategy(Strategy):
 
     def choose(self, ctx: QueryContext, n: int) -> Query:
         cfg = self.config
+        if ctx.task == "segmentation":
+            return choose_segmentation(cfg, ctx, n)
         channels, h, w = ctx.x.shape[1:]
         with seeded_init(ctx.seed, "scoring-init"):
             net = ScoringNet(
@@ -148,18 +159,11 @@ class PALStrategy(Strategy):
         }
 
         finetuner = _Finetuner(net, scores.features, ctx, cfg) if len(sizes) > 1 else None
-        chosen = torch.zeros(pool.numel(), dtype=torch.bool, device=pool.device)
-        picks: list[torch.Tensor] = []
-        for k, size in enumerate(sizes):
-            remaining = (~chosen).nonzero().squeeze(1)  # positions in `pool`
-            s_d = finetuner.diversity_score(torch.cat(picks), remaining) if k > 0 else None
-            score = scoring.hybrid_score(
-                scores.s_s[remaining], scores.s_c[remaining], cfg.lambda1, s_d, cfg.lambda2
-            )
-            pick = remaining[scoring.top_n(score, size)]
-            chosen[pick] = True
-            picks.append(pick)
-        return Query(pool[torch.cat(picks)], metrics)
+        diversity = finetuner.diversity_score if finetuner is not None else None
+        picked = scoring.select_subqueries(
+            scores.s_s, scores.s_c, sizes, cfg.lambda1, cfg.lambda2, diversity
+        )
+        return Query(pool[picked], metrics)
 
 
 class _Finetuner:
@@ -174,15 +178,7 @@ class _Finetuner:
         self.features = features  # [U, 4, d] for scope "head", else None
         self.model = copy.deepcopy(net.rotation_head if features is not None else net)
         self.step = 0
-        self.spec = FitSpec(
-            epochs=cfg.finetune_epochs,
-            lr=cfg.finetune_lr_factor * cfg.lr_scoring,
-            batch_size=cfg.batch_size,
-            optimizer="sgd",
-            momentum=0.0,
-            weight_decay=0.0,
-            schedule="constant",
-        )
+        self.spec = FitSpec.finetune(cfg)
 
     def diversity_score(self, picked: torch.Tensor, remaining: torch.Tensor) -> torch.Tensor:
         """Fine-tune on ``picked`` (positions in the pool), then ``S_D [R]`` of ``remaining``."""

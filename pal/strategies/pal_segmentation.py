@@ -1,0 +1,242 @@
+"""PAL for semantic segmentation (Section 3.1, Eq. 2; Section 4; Table 2), as decided in
+``PAL-METHOD.md``.
+
+The scoring network is a :class:`pal.segnets.SegNet` (its DeepLabv3 head is the pixel-wise
+classification head ``h``) with a SimCLR projection head ``g`` on its pooled bottleneck
+embedding. One query:
+
+1. train it from scratch on ``D_L``: pixel-wise cross-entropy (ignore label respected) plus
+   SimCLR's NT-Xent on two random views of each image;
+2. score the unlabeled pool once, eval mode: ``S_S = -cos(g(v_1), g(v_2))`` of two views drawn
+   from ``(query seed, image index)`` (:func:`pal.segmentation.seeded_views`, so a score never
+   depends on the batch), and ``S_C`` the pixel-wise ``-KL(U || h(x))`` averaged over the image
+   (Eq. 3); one encoder pass of the image and both views per chunk;
+3. sub-queries as for classification (:func:`pal.scoring.select_subqueries`): before each later
+   one a copy of ``g`` (``finetune_scope=head``, on the cached embeddings of both views) or of
+   the whole network (``all``) is fine-tuned with NT-Xent on the query so far, and ``S_D`` is
+   ``S_S`` under it. The paper's Cityscapes setting is lambda1 = 0.5, lambda2 = 0 (no fine-tune).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pal import scoring
+from pal.config import Config
+from pal.models import dropout_generator
+from pal.rng import derive_seed, seeded_init
+from pal.segmentation import nt_xent, pixel_kl_uniform_score, seeded_views, simclr_score
+from pal.segnets import SegNet, build_segnet
+from pal.strategies.base import Query, QueryContext
+from pal.training import (
+    FitSpec,
+    Normalizer,
+    ProgressFn,
+    augment_with_masks,
+    eval_chunks,
+    fit,
+    pixel_cross_entropy,
+)
+
+PROJECTION_DIM = 128  # SimCLR's projection output
+
+
+class SegScoringNet(nn.Module):
+    """``segnet`` (pixel class head ``h``) + SimCLR projection head ``g`` (2-layer MLP).
+
+    ``forward_all(images [B, C, H, W], views [2B, C, H, W]) -> (logits [B, K, H, W],
+    z [2B, PROJECTION_DIM])`` runs the encoder once on all ``3B`` images.
+    """
+
+    def __init__(self, segnet: SegNet):
+        super().__init__()
+        self.segnet = segnet
+        c = segnet.encoder.out_channels
+        self.projection = nn.Sequential(
+            nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, PROJECTION_DIM)
+        )
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bottleneck ``[B, c, h, w]`` and its spatial mean ``[B, c]``."""
+        feats = self.segnet.bottleneck(x)
+        return feats, feats.mean(dim=(2, 3))
+
+    def forward_all(
+        self, images: torch.Tensor, views: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b = images.shape[0]
+        feats, pooled = self.encode(torch.cat([images, views]))
+        logits = self.segnet.head(feats[:b])
+        logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return logits, self.projection(pooled[b:])
+
+
+def train_seg_scoring_net(
+    net: SegScoringNet,
+    x: torch.Tensor,
+    masks: torch.Tensor,
+    normalize: Normalizer,
+    spec: FitSpec,
+    augment_mode: str,
+    generator: torch.Generator,
+    temperature: float,
+    progress: ProgressFn | None = None,
+) -> None:
+    """Multi-task training on ``D_L``: pixel cross-entropy on the (cropped/flipped) image and its
+    mask, plus NT-Xent on two fresh views of each image (new views every step).
+
+    Args:
+        x: ``uint8 [L, C, H, W]``; masks: ``uint8 [L, H, W]`` (255 = ignore).
+    """
+    forward = spec.forward(net).forward_all if spec.compile else net.forward_all
+    view_seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
+    steps = itertools.count()
+
+    def loss_fn(pos: torch.Tensor) -> torch.Tensor:
+        images, targets = augment_with_masks(x[pos], masks[pos], augment_mode, generator)
+        v1, v2 = seeded_views(normalize(x[pos]), pos + len(x) * next(steps), view_seed)
+        logits, z = forward(normalize(images), torch.cat([v1, v2]))
+        b = pos.numel()
+        return pixel_cross_entropy(logits, targets) + nt_xent(z[:b], z[b:], temperature)
+
+    fit(net, len(x), loss_fn, spec, generator, progress=progress, phase="scoring")
+
+
+@dataclasses.dataclass
+class SegPoolScores:
+    """``S_S``, ``S_C`` of the pool ``[U]`` and, when kept, the two views' pooled bottleneck
+    embeddings ``[U, 2, c]`` (what a fine-tune of the projection head needs)."""
+
+    s_s: torch.Tensor
+    s_c: torch.Tensor
+    embeddings: torch.Tensor | None = None
+
+
+@torch.inference_mode()
+def score_seg_pool(
+    net: SegScoringNet,
+    x: torch.Tensor,
+    index: torch.Tensor,
+    normalize: Normalizer,
+    batch_size: int,
+    seed: int,
+    keep_embeddings: bool = False,
+    with_s_c: bool = True,
+) -> SegPoolScores:
+    """``S_S`` (Eq. 2, sign as decided) and ``S_C`` (Eq. 3, pixel-wise) of ``x uint8
+    [U, C, H, W]``, whose dataset indices ``index [U]`` (with ``seed``) decide the two views."""
+    net.eval()
+    s_s, s_c, embs = [], [], []
+    chunks = zip(eval_chunks(x, batch_size, 3), eval_chunks(index, batch_size, 3), strict=True)
+    for xs, idx in chunks:  # index lives on x's device, so both split alike
+        b = xs.shape[0]
+        images = normalize(xs)
+        v1, v2 = seeded_views(images, idx, seed)
+        feats, pooled = net.encode(torch.cat([images, v1, v2]))
+        z = net.projection(pooled[b:]).float()
+        s_s.append(simclr_score(z[:b], z[b:]))
+        if with_s_c:
+            logits = net.segnet.head(feats[:b])
+            s_c.append(pixel_kl_uniform_score(logits))
+        if keep_embeddings:
+            embs.append(torch.stack([pooled[b : 2 * b], pooled[2 * b :]], dim=1))
+    return SegPoolScores(
+        torch.cat(s_s),
+        torch.cat(s_c) if with_s_c else torch.empty(0),
+        torch.cat(embs) if keep_embeddings else None,
+    )
+
+
+def choose_segmentation(cfg: Config, ctx: QueryContext, n: int) -> Query:
+    """PAL's query of ``n`` images for a segmentation task (see the module docstring)."""
+    with seeded_init(ctx.seed, "scoring-init"):
+        net = SegScoringNet(build_segnet(cfg.scoring_backbone, ctx.x.shape[1], ctx.num_classes))
+    net.to(ctx.device, memory_format=ctx.normalize.memory_format)
+    with dropout_generator(net, ctx.generator("scoring-dropout")):
+        train_seg_scoring_net(
+            net,
+            ctx.x[ctx.labeled],
+            ctx.labels[ctx.labeled],
+            ctx.normalize,
+            FitSpec.from_config(cfg, "scoring"),
+            ctx.augment_mode,
+            ctx.generator("scoring"),
+            cfg.simclr_temperature,
+            ctx.progress,
+        )
+    sizes = scoring.subquery_sizes(n, cfg.subqueries) if cfg.lambda2 > 0 else [n]
+    use_head = cfg.finetune_scope == "head" and len(sizes) > 1
+    pool = ctx.unlabeled
+    view_seed = derive_seed(ctx.seed, "views")
+    scores = score_seg_pool(
+        net, ctx.x[pool], pool, ctx.normalize, cfg.eval_batch_size, view_seed, use_head
+    )
+    metrics = {
+        "ss_sc_pearson": scoring.pearson(scores.s_s, scores.s_c),
+        "ss_sc_spearman": scoring.spearman(scores.s_s, scores.s_c),
+    }
+    diversity = None
+    if len(sizes) > 1:
+        diversity = _ContrastiveFinetuner(net, scores.embeddings, ctx, cfg, view_seed).score
+    picked = scoring.select_subqueries(
+        scores.s_s, scores.s_c, sizes, cfg.lambda1, cfg.lambda2, diversity
+    )
+    return Query(pool[picked], metrics)
+
+
+class _ContrastiveFinetuner:
+    """The copy of ``g`` (or of the whole scoring network) fine-tuned with NT-Xent on the query
+    so far (Section 3.3): made once per query, trained on from sub-query to sub-query; plain SGD
+    at ``finetune_lr_factor * lr_scoring`` for ``finetune_epochs`` epochs."""
+
+    def __init__(self, net: SegScoringNet, embeddings, ctx: QueryContext, cfg, view_seed: int):
+        self.ctx, self.cfg, self.view_seed = ctx, cfg, view_seed
+        self.embeddings = embeddings  # [U, 2, c] for scope "head", else None
+        self.model = copy.deepcopy(net.projection if embeddings is not None else net)
+        self.step = 0
+        self.spec = FitSpec.finetune(cfg)
+
+    def score(self, picked: torch.Tensor, remaining: torch.Tensor) -> torch.Tensor:
+        """Fine-tune on ``picked`` (positions in the pool), then ``S_D [R]`` of ``remaining``."""
+        self.step += 1
+        gen = self.ctx.generator("finetune", self.step)
+        temperature = self.cfg.simclr_temperature
+        if self.embeddings is not None:
+            head, emb = self.model, self.embeddings[picked]  # [m, 2, c]
+
+            def head_loss(pos: torch.Tensor) -> torch.Tensor:
+                return nt_xent(head(emb[pos, 0]), head(emb[pos, 1]), temperature)
+
+            fit(head, len(emb), head_loss, self.spec, gen, phase="finetune")
+            with torch.inference_mode():
+                rest = self.embeddings[remaining]
+                return simclr_score(head(rest[:, 0]), head(rest[:, 1]))
+
+        net, ctx = self.model, self.ctx
+        index = ctx.unlabeled[picked]
+        x = ctx.x[index]
+        params = [p for name, p in net.named_parameters() if not name.startswith("segnet.head")]
+
+        def net_loss(pos: torch.Tensor) -> torch.Tensor:
+            v1, v2 = seeded_views(ctx.normalize(x[pos]), index[pos], self.view_seed + self.step)
+            _, pooled = net.encode(torch.cat([v1, v2]))
+            z = net.projection(pooled)
+            return nt_xent(z[: pos.numel()], z[pos.numel() :], temperature)
+
+        fit(net, len(x), net_loss, self.spec, gen, params=params, phase="finetune")
+        rest = ctx.unlabeled[remaining]
+        return score_seg_pool(
+            net,
+            ctx.x[rest],
+            rest,
+            ctx.normalize,
+            self.cfg.eval_batch_size,
+            self.view_seed,
+            with_s_c=False,
+        ).s_s

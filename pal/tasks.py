@@ -1,0 +1,339 @@
+"""What the round loop needs to know about the labels: one class per image (classification) or
+one mask per image (semantic segmentation, Section 3.1 and Appendix A).
+
+A :class:`Task` owns the oracle's annotations (on the device, handed to strategies as
+``QueryContext.labels``), trains the task network from scratch on ``D_L``, evaluates it, and
+measures what a query took from each class. The loop, the strategies' contract, tracking and
+sweeps do not ask which task they run: the task's headline metric (accuracy, or mIoU for
+segmentation) is what they record as ``val_accuracy`` / ``test_accuracy``.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from pal.config import Config, ConfigError
+from pal.datasets import ImageData
+from pal.models import BACKBONES, TaskNet, build_backbone, dropout_generator
+from pal.registry import Registry
+from pal.rng import numpy_rng, seeded_init, torch_generator
+from pal.segmentation import IGNORE, confusion_matrix, drop_classes, iou, pixel_shares
+from pal.segnets import SEG_ENCODERS, SegNet, build_segnet
+from pal.training import (
+    FitSpec,
+    Normalizer,
+    ProgressFn,
+    accuracy,
+    eval_chunks,
+    predict_logits,
+    train_classifier,
+    train_segmenter,
+)
+
+
+class Oracle:
+    """The labeller, with simulated noise decided once per sample by the seed.
+
+    With probability ``label_noise`` a sample's label is replaced by a uniformly drawn *different*
+    class, so ``label_noise`` is the real flip rate. The answer for a sample is fixed for the whole
+    experiment (asking twice gives the same label); the true labels are kept for logging.
+    """
+
+    def __init__(self, y_true: np.ndarray, num_classes: int, noise: float, seed: int):
+        rng = numpy_rng(seed, "oracle")
+        flip = rng.random(len(y_true)) < noise
+        offset = rng.integers(1, max(num_classes, 2), len(y_true))
+        self.labels = np.where(flip, (y_true + offset) % num_classes, y_true).astype(np.int64)
+
+    def __call__(self, indices: np.ndarray) -> np.ndarray:
+        return self.labels[indices]
+
+
+class Task(abc.ABC):
+    """The labels of one experiment.
+
+    Built on the host from the dataset; :meth:`to` moves the annotations to the device once the
+    initial pool is known (``missing_classes`` may change what the oracle annotates there).
+
+    Attributes:
+        kind: ``"classification"`` or ``"segmentation"``.
+        labels: after :meth:`to`, the oracle's annotations of every training image on the
+            device: ``int64 [N]`` class ids, or ``uint8 [N, H, W]`` masks.
+    """
+
+    kind: str = ""
+    metric: str = ""  # what val_accuracy / test_accuracy hold
+
+    def __init__(self, config: Config, data: ImageData):
+        self.config = config
+        self.data = data
+        self.classes = list(data.classes)
+        self.num_classes = len(self.classes)
+        self.n_train = len(data.x_train)
+        self.labels: torch.Tensor | None = None
+
+    @abc.abstractmethod
+    def eligible_initial(self, candidates: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """The ``candidates`` (dataset indices) the initial pool may be drawn from."""
+
+    @abc.abstractmethod
+    def to(self, device: torch.device, initial: np.ndarray, missing: np.ndarray) -> None:
+        """Put the oracle's annotations (and the test labels) on ``device``."""
+
+    @abc.abstractmethod
+    def build_model(self, channels: int, hw: tuple[int, int]) -> nn.Module:
+        """An untrained task network for ``channels``-channel ``hw`` images."""
+
+    @abc.abstractmethod
+    def fit(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        idx: torch.Tensor,
+        normalize: Normalizer,
+        augment_mode: str,
+        r: int,
+        progress: ProgressFn | None,
+    ) -> None:
+        """Train ``model`` on the images ``x[idx]`` with the oracle's annotations in round ``r``
+        (every random draw from ``(seed, "task", r)``)."""
+
+    @abc.abstractmethod
+    def evaluate(
+        self,
+        model: nn.Module,
+        x_train: torch.Tensor,
+        val: np.ndarray,
+        x_test: torch.Tensor,
+        normalize: Normalizer,
+    ) -> tuple[float, float, dict[str, float]]:
+        """``(validation metric, test metric, further metrics)``; validation against the oracle's
+        annotations of ``x_train[val]`` (NaN when ``val`` is empty), test against the truth."""
+
+    @abc.abstractmethod
+    def class_counts(self, indices: np.ndarray) -> dict[str, int]:
+        """Class name -> how many of ``indices`` hold the class."""
+
+    @abc.abstractmethod
+    def class_rates(self, indices: np.ndarray) -> dict[str, float]:
+        """Class name -> share of the query ``indices`` in the class (sums to 1; ``{}`` for
+        none)."""
+
+    @abc.abstractmethod
+    def missing_share(self, indices: np.ndarray, missing: np.ndarray) -> float:
+        """Share of the query ``indices`` in the ``missing`` classes (NaN when either is empty)."""
+
+    def n_noisy(self, indices: np.ndarray) -> int:
+        """How many of ``indices`` the oracle labelled wrongly."""
+        return 0
+
+    def oracle_labels(self, indices: np.ndarray) -> list[int] | None:
+        """What a checkpoint stores to detect a changed oracle (``None``: nothing)."""
+        return None
+
+    def train(
+        self,
+        x: torch.Tensor,
+        labeled: np.ndarray,
+        r: int,
+        normalize: Normalizer,
+        augment_mode: str,
+        progress: ProgressFn | None,
+    ) -> nn.Module:
+        """Train a fresh task network on ``D_L = x[labeled]`` for round ``r``."""
+        cfg = self.config
+        with seeded_init(cfg.seed, "task-init", r):
+            model = self.build_model(x.shape[1], tuple(x.shape[2:]))
+        model.to(x.device, memory_format=normalize.memory_format)
+        idx = torch.as_tensor(labeled, device=x.device)
+        self.fit(model, x, idx, normalize, augment_mode, r, progress)
+        return model
+
+
+TASKS: Registry[type[Task]] = Registry("task", "dataset")
+
+
+@TASKS.register("classification")
+class ClassificationTask(Task):
+    """One class per image; the metric is accuracy; ``label_noise`` flips labels (the oracle)."""
+
+    kind = "classification"
+    metric = "accuracy"
+
+    def __init__(self, config: Config, data: ImageData):
+        super().__init__(config, data)
+        for field in ("task_backbone", "scoring_backbone"):
+            BACKBONES.get(getattr(config, field), field)
+        self.y_true = data.y_train.numpy().astype(np.int64)
+        self.oracle = Oracle(self.y_true, self.num_classes, config.label_noise, config.seed)
+
+    def eligible_initial(self, candidates: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        return candidates[~np.isin(self.y_true[candidates], missing)]
+
+    def to(self, device: torch.device, initial: np.ndarray, missing: np.ndarray) -> None:
+        self.labels = torch.as_tensor(self.oracle.labels, device=device)
+        self.y_test = self.data.y_test.to(device)
+
+    def build_model(self, channels: int, hw: tuple[int, int]) -> nn.Module:
+        cfg = self.config
+        backbone = build_backbone(cfg.task_backbone, channels, hw)
+        return TaskNet(backbone, self.num_classes, dropout=cfg.dropout)
+
+    def fit(self, model, x, idx, normalize, augment_mode, r, progress) -> None:
+        seed = self.config.seed
+        model.dropout.generator = torch_generator(x.device, seed, "task-dropout", r)
+        spec = FitSpec.from_config(self.config, "task")
+        gen = torch_generator(x.device, seed, "task", r)
+        train_classifier(
+            model, x[idx], self.labels[idx], normalize, spec, augment_mode, gen, progress
+        )
+        model.dropout.generator = None
+
+    def evaluate(self, model, x_train, val, x_test, normalize):
+        bs = self.config.eval_batch_size
+        test = accuracy(predict_logits(model, x_test, normalize, bs), self.y_test)
+        if len(val) == 0:
+            return math.nan, test, {}
+        val_idx = torch.as_tensor(val, device=x_train.device)
+        logits = predict_logits(model, x_train[val_idx], normalize, bs)
+        return accuracy(logits, self.labels[val_idx]), test, {}
+
+    def class_counts(self, indices: np.ndarray) -> dict[str, int]:
+        counts = np.bincount(self.y_true[indices], minlength=self.num_classes)
+        return {name: int(c) for name, c in zip(self.classes, counts, strict=True)}
+
+    def class_rates(self, indices: np.ndarray) -> dict[str, float]:
+        if len(indices) == 0:
+            return {}
+        return {name: c / len(indices) for name, c in self.class_counts(indices).items()}
+
+    def missing_share(self, indices: np.ndarray, missing: np.ndarray) -> float:
+        if len(indices) == 0 or len(missing) == 0:
+            return math.nan
+        return float(np.isin(self.y_true[indices], missing).mean())
+
+    def n_noisy(self, indices: np.ndarray) -> int:
+        return int((self.oracle(indices) != self.y_true[indices]).sum())
+
+    def oracle_labels(self, indices: np.ndarray) -> list[int] | None:
+        return self.oracle(indices).tolist()
+
+
+@TASKS.register("segmentation")
+class SegmentationTask(Task):
+    """A mask per image; the metric is mIoU over the dataset's classes (the ignore label 255
+    left out), with per-class IoU and pixel accuracy beside it.
+
+    ``missing_classes`` removes those classes' annotations from the initial pool's masks (set to
+    the ignore label; Appendix A), not whole images; later queries are annotated in full. Class
+    rates are shares of a query's labeled pixels. The oracle is exact: ``label_noise`` is refused.
+    """
+
+    kind = "segmentation"
+    metric = "mIoU"
+
+    def __init__(self, config: Config, data: ImageData):
+        super().__init__(config, data)
+        for field in ("task_backbone", "scoring_backbone"):
+            name = getattr(config, field)
+            if name not in SEG_ENCODERS:
+                raise ConfigError(
+                    f"{field}: {data.name} is a segmentation dataset; its networks need a "
+                    f"segmentation encoder, one of {SEG_ENCODERS.names()}, got {name!r}"
+                )
+        if config.label_noise > 0:
+            raise ConfigError(
+                "label_noise: simulated label noise is for classification; segmentation masks "
+                f"are annotated exactly, so it must be 0 for {data.name}, got {config.label_noise}"
+            )
+
+    def eligible_initial(self, candidates: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        return candidates  # missing classes lose their pixels, not their images
+
+    def to(self, device: torch.device, initial: np.ndarray, missing: np.ndarray) -> None:
+        labels = self.data.m_train.to(device)
+        if len(missing):
+            idx = torch.as_tensor(initial, device=device)
+            labels[idx] = drop_classes(labels[idx], torch.as_tensor(missing, device=device))
+        self.labels = labels
+        self.m_test = self.data.m_test.to(device)
+
+    def build_model(self, channels: int, hw: tuple[int, int]) -> nn.Module:
+        return build_segnet(self.config.task_backbone, channels, self.num_classes)
+
+    def fit(self, model, x, idx, normalize, augment_mode, r, progress) -> None:
+        spec = FitSpec.from_config(self.config, "task")
+        seed = self.config.seed
+        gen = torch_generator(x.device, seed, "task", r)
+        masks = self.labels[idx]
+        with dropout_generator(model, torch_generator(x.device, seed, "task-dropout", r)):
+            train_segmenter(model, x[idx], masks, normalize, spec, augment_mode, gen, progress)
+
+    def evaluate(self, model, x_train, val, x_test, normalize):
+        bs = self.config.eval_batch_size
+        test = segmentation_confusion(model, x_test, self.m_test, normalize, bs, self.num_classes)
+        test_miou, per_class = iou(test)
+        extras = {
+            "test_miou": test_miou,
+            "test_pixel_accuracy": float(test.diag().sum() / test.sum().clamp_min(1)),
+            **{f"test_iou/{c}": float(v) for c, v in zip(self.classes, per_class, strict=True)},
+        }
+        if len(val) == 0:
+            return math.nan, test_miou, extras
+        val_idx = torch.as_tensor(val, device=x_train.device)
+        val_conf = segmentation_confusion(
+            model, x_train[val_idx], self.labels[val_idx], normalize, bs, self.num_classes
+        )
+        extras["val_miou"] = iou(val_conf)[0]
+        return extras["val_miou"], test_miou, extras
+
+    def _masks(self, indices: np.ndarray) -> torch.Tensor:
+        return self.labels[torch.as_tensor(indices, device=self.labels.device)]
+
+    def class_counts(self, indices: np.ndarray) -> dict[str, int]:
+        """Class name -> images of ``indices`` with at least one annotated pixel of the class."""
+        present = torch.zeros(self.num_classes, dtype=torch.long, device=self.labels.device)
+        for masks in eval_chunks(self._masks(indices), 256):
+            onehot = torch.zeros(len(masks), 256, dtype=torch.bool, device=masks.device)
+            onehot.scatter_(1, masks.flatten(1).long(), True)
+            present += onehot[:, : self.num_classes].sum(0)
+        return {name: int(c) for name, c in zip(self.classes, present.tolist(), strict=True)}
+
+    def class_rates(self, indices: np.ndarray) -> dict[str, float]:
+        if len(indices) == 0:
+            return {}
+        shares = pixel_shares(self._masks(indices), self.num_classes).tolist()
+        return dict(zip(self.classes, shares, strict=True))
+
+    def missing_share(self, indices: np.ndarray, missing: np.ndarray) -> float:
+        if len(indices) == 0 or len(missing) == 0:
+            return math.nan
+        return float(pixel_shares(self._masks(indices), self.num_classes)[missing].sum())
+
+
+@torch.inference_mode()
+def segmentation_confusion(
+    model: SegNet,
+    x: torch.Tensor,
+    masks: torch.Tensor,
+    normalize: Normalizer,
+    batch_size: int,
+    num_classes: int,
+) -> torch.Tensor:
+    """``[C, C]`` pixel confusion of ``model`` on ``x uint8 [N, C, H, W]`` against ``masks
+    uint8 [N, H, W]`` (ignore label left out), accumulated chunk by chunk."""
+    model.eval()
+    total = torch.zeros(num_classes, num_classes, dtype=torch.long, device=x.device)
+    for xs, ms in zip(eval_chunks(x, batch_size), eval_chunks(masks, batch_size), strict=True):
+        total += confusion_matrix(model(normalize(xs)).argmax(1), ms, num_classes, IGNORE)
+    return total
+
+
+def build_task(config: Config, data: ImageData) -> Task:
+    """The :class:`Task` for ``data`` (segmentation when it has masks)."""
+    return TASKS.get(data.task)(config, data)
