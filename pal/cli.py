@@ -100,11 +100,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from pal import list_backbones, list_datasets, list_strategies
     from pal.config import field_names
+    from pal.segnets import SEG_ENCODERS
+    from pal.strategies import STRATEGIES
 
+    segmentation = [n for n in list_strategies() if "segmentation" in STRATEGIES.get(n).tasks]
     listing = {
         "datasets": list_datasets(),
         "strategies": list_strategies(),
         "backbones": list_backbones(),
+        "segmentation backbones": SEG_ENCODERS.names(),
+        "segmentation strategies": segmentation,
         "config keys": field_names(),
     }
     for what, names in listing.items():

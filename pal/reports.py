@@ -3,9 +3,9 @@
 ``pal report STUDY`` (or :func:`report`) reads the runs nested under a sweep or ablation study's
 parent run and writes into a folder, and under ``report/`` on the parent run:
 
-- ``accuracy.png`` / ``accuracy.csv``: test accuracy against percent labeled, one line per
-  variant, mean and a band of one standard deviation over its runs (its seeds, in an ablation
-  study; Figures 1, 2, 4 and 5);
+- ``accuracy.png`` / ``accuracy.csv``: test accuracy (mIoU for segmentation) against percent
+  labeled, one line per variant, mean and a band of one standard deviation over its runs (its
+  seeds, in an ablation study; Figures 1, 2, 4 and 5);
 - ``missing_classes.png`` / ``.csv`` (studies with ``missing_classes``): the share of each query
   taken from the classes missing from the initial pool (Figure 3 right);
 - ``correlations.csv``: Pearson and Spearman correlation of ``S_S`` and ``S_C`` on the unlabeled
@@ -136,6 +136,7 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
     colors = {v: COLORS[i % len(COLORS)] for i, v in enumerate(variants)}
     files: dict[str, Path] = {}
 
+    metric = study_metric(runs)
     accuracy = curves(runs, "test_accuracy")
     saved = labels_saved(accuracy, reference_variant(runs))
     files["accuracy.csv"] = _write_curves_csv(accuracy, folder / "accuracy.csv", "test_accuracy")
@@ -144,8 +145,8 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
         accuracy,
         files["accuracy.png"],
         colors,
-        ylabel="test accuracy",
-        title=f"{study['name']}: accuracy vs labeled (mean ± 1 std over runs)",
+        ylabel=f"test {metric}",
+        title=f"{study['name']}: {metric} vs labeled (mean ± 1 std over runs)",
         target=_target(accuracy, saved),
     )
 
@@ -168,7 +169,7 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
     if corr:
         files["correlations.csv"] = _write_rows_csv(corr, folder / "correlations.csv")
     seconds = round_seconds(runs)
-    markdown = render_markdown(study, accuracy, missing, saved, corr, seconds, skipped)
+    markdown = render_markdown(study, accuracy, missing, saved, corr, seconds, skipped, metric)
     files["report.md"] = folder / "report.md"
     files["report.md"].write_text(markdown)
     files["report.json"] = folder / "report.json"
@@ -178,6 +179,7 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
                 {
                     "study": study["name"],
                     "parent_run_id": study.get("parent_run_id"),
+                    "metric": metric,
                     "accuracy": {v: _curve_dict(c) for v, c in accuracy.items()},
                     "missing_class_share": {v: _curve_dict(c) for v, c in missing.items()},
                     "labels_saved": saved,
@@ -403,6 +405,12 @@ def _target(accuracy: dict[str, Curve], saved: dict) -> tuple[float, str] | None
     return first["target_accuracy"], f"{REFERENCE}'s final accuracy"
 
 
+def study_metric(runs: list[dict[str, Any]]) -> str:
+    """What the runs' ``test_accuracy`` holds: ``mIoU`` for segmentation runs (they log
+    ``test_miou``), else ``accuracy``."""
+    return "mIoU" if any("test_miou" in r["history"] for r in runs) else "accuracy"
+
+
 # ---------------------------------------------------------------------- tables
 def render_markdown(
     study: dict[str, Any],
@@ -412,11 +420,12 @@ def render_markdown(
     corr: list[dict],
     seconds: dict[str, dict[str, float]],
     skipped: list[dict],
+    metric: str = "accuracy",
 ) -> str:
     lines = [f"# Study `{study['name']}`", ""]
     if study.get("parent_run_id"):
         lines += [f"MLflow parent run `{study['parent_run_id']}`.", ""]
-    lines += ["## Test accuracy (mean ± std over runs)", "", *_curve_table(accuracy, True), ""]
+    lines += [f"## Test {metric} (mean ± std over runs)", "", *_curve_table(accuracy, True), ""]
     if saved:
         target = next(iter(saved.values()))
         lines += [

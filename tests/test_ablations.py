@@ -82,7 +82,11 @@ def test_study_runs_at_smoke_size(ray_local, path, tmp_path):
     assert main(["report", str(path), "--tracking-uri", uri, "--out", str(out)]) == 0
     for variant, color in zip(job.variants, COLORS, strict=False):
         assert pixels_of(out / "accuracy.png", color) > 50, variant
-    shares = json.loads((out / "report.json").read_text())["missing_class_share"]
+    summary = json.loads((out / "report.json").read_text())
+    segmentation = job.smoke_sized().base["dataset"] == "digit_scenes"
+    assert summary["metric"] == ("mIoU" if segmentation else "accuracy")
+    assert f"## Test {summary['metric']} (mean" in (out / "report.md").read_text()
+    shares = summary["missing_class_share"]
     if job.base.get("missing_classes"):
         assert set(shares) == set(job.variants)
         assert all(len(c["mean"]) == 2 for c in shares.values())  # the two smoke queries

@@ -58,7 +58,17 @@ def test_list_prints_datasets_strategies_backbones_and_keys(capsys):
     assert main(["list"]) == 0
     captured = capsys.readouterr()
     got = listing(captured.out)
-    assert list(got) == ["datasets", "strategies", "backbones", "config keys"]
+    assert list(got) == [
+        "datasets",
+        "strategies",
+        "backbones",
+        "segmentation backbones",
+        "segmentation strategies",
+        "config keys",
+    ]
+    assert got["segmentation backbones"] == ["mobilenetv2", "segcnn"]
+    assert got["segmentation strategies"] == ["entropy", "pal", "random"]
+    assert {"digit_scenes", "cityscapes"} <= set(got["datasets"])
     assert {"digits", "cifar10", "svhn", "caltech101", "npz:PATH", "folder:PATH"} <= set(
         got["datasets"]
     )
