@@ -84,9 +84,19 @@ class Normalizer:
     statistics, in ``memory_format`` (``torch.channels_last`` feeds convolutions in NHWC)."""
 
     def __init__(self, x_train: torch.Tensor, memory_format=torch.contiguous_format):
-        x = x_train.float().div_(255.0)
-        self.mean = x.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
-        self.std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1)
+        # channel sums in float64 over chunks: no float copy of the whole set (Cityscapes' is
+        # gigabytes)
+        total = torch.zeros(x_train.shape[1], dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        for chunk in x_train.split(256):
+            c = chunk.double().div_(255.0)
+            total += c.sum(dim=(0, 2, 3))
+            squares += c.square().sum(dim=(0, 2, 3))
+        n = x_train.numel() // x_train.shape[1]
+        mean = total / n
+        var = (squares - n * mean.square()) / max(n - 1, 1)
+        self.mean = mean.float().view(1, -1, 1, 1)
+        self.std = var.clamp_min(0).sqrt().float().clamp_min(1e-3).view(1, -1, 1, 1)
         self.memory_format = memory_format
 
     def to(self, device: torch.device) -> Normalizer:

@@ -3,6 +3,7 @@ scoring, missing classes, and end-to-end runs on the digit scenes."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -316,12 +317,26 @@ def test_segmentation_run_reaches_above_the_all_background_mIoU(scenes):
     assert final.n_noisy_labels == 0 and math.isfinite(final.query_metrics["ss_sc_pearson"])
 
 
-def test_same_seed_same_segmentation_queries():
-    config = pal.make_config(SEG, strategy="pal", rounds=1, epochs_task=1, epochs_scoring=1)
-    first = Experiment(config).run().rounds[1].selected
-    second = Experiment(config).run().rounds[1].selected
-    third = Experiment(config.replace(seed=1)).run().rounds[1].selected
-    assert first == second and first != third
+def test_same_seed_same_segmentation_queries_and_resume_continues_them():
+    config = pal.make_config(
+        SEG, strategy="pal", rounds=2, epochs_task=1, epochs_scoring=1, missing_classes=["8"]
+    )
+    straight = Experiment(config).run().rounds
+    again = Experiment(config).run().rounds
+    other = Experiment(config.replace(seed=1)).run().rounds
+    assert [r.selected for r in straight] == [r.selected for r in again]
+    assert straight[1].selected != other[1].selected
+    assert straight[2].test_accuracy == again[2].test_accuracy
+
+    first = Experiment(config)
+    first.run_round()
+    state = json.loads(json.dumps(first.state_dict()))  # what a checkpoint stores
+    resumed = Experiment(config)
+    resumed.load_state_dict(state)
+    rest = list(resumed.rounds())
+    assert [r.selected for r in rest] == [r.selected for r in straight[1:]]
+    assert [r.test_accuracy for r in rest] == [r.test_accuracy for r in straight[1:]]
+    assert rest[0].labeled_class_counts == straight[1].labeled_class_counts
 
 
 # ---------------------------------------------------------------------- presets, CLI, MLflow

@@ -141,8 +141,10 @@ def score_seg_pool(
         feats, pooled = net.encode(torch.cat([images, v1, v2]))
         z = net.projection(pooled[b:]).float()
         s_s.append(simclr_score(z[:b], z[b:]))
-        if with_s_c:
-            logits = net.segnet.head(feats[:b])
+        if with_s_c:  # h(x): the logits at the image's pixels, as the network outputs them
+            logits = F.interpolate(
+                net.segnet.head(feats[:b]), xs.shape[-2:], mode="bilinear", align_corners=False
+            )
             s_c.append(pixel_kl_uniform_score(logits))
         if keep_embeddings:
             embs.append(torch.stack([pooled[b : 2 * b], pooled[2 * b :]], dim=1))
