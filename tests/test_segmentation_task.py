@@ -114,7 +114,7 @@ def _fake_cityscapes(root, n=2):
             images.mkdir(parents=True, exist_ok=True)
             targets.mkdir(parents=True, exist_ok=True)
             name = f"aachen_{k:06d}_000019"
-            rgb = np.full((64, 128, 3), 40 * k, np.uint8)
+            rgb = np.random.default_rng(k).integers(0, 256, (64, 128, 3), dtype=np.uint8)
             Image.fromarray(rgb).save(images / f"{name}_leftImg8bit.png")
             label_ids = np.zeros((64, 128), np.uint8)  # 0: unlabeled -> ignore
             label_ids[:32] = 7  # road -> train id 0
@@ -372,3 +372,20 @@ def test_digit_scenes_preset_logs_miou_and_class_ious_to_mlflow(mlflow_server, c
     assert len(rates) == 11 and sum(metrics[k] for k in rates) == pytest.approx(1.0, abs=1e-5)
     history = client.get_metric_history(run.info.run_id, "val_miou")
     assert sorted(m.step for m in history) == [0, 1]
+
+
+@pytest.mark.slow
+def test_cityscapes_preset_runs_end_to_end_on_a_cityscapes_tree(tmp_path):
+    """The preset as a user with the data runs it (DeepLabv3 on MobileNetV2 for both networks,
+    PAL's SimCLR scoring), on a tiny tree laid out as Cityscapes ships."""
+    _fake_cityscapes(tmp_path, n=12)
+    preset = pal.Config.from_yaml(REPO / "configs" / "cityscapes.yaml")
+    small = dict(data_dir=str(tmp_path), image_size=32, val_size=2, initial_size=4, query_size=2)
+    small.update(rounds=1, epochs_task=1, epochs_scoring=1, batch_size=4, device="cpu")
+    result = pal.run_experiment(preset, tracking=False, **small)
+    assert result.metric == "mIoU" and [r.n_labeled for r in result.rounds] == [4, 6]
+    assert set(result.classes) >= {"road", "bus", "train"} and len(result.classes) == 19
+    final = result.rounds[-1]
+    assert 0.0 <= final.test_accuracy <= 1.0 and "test_iou/bus" in final.task_metrics
+    assert math.isfinite(final.query_metrics["ss_sc_pearson"])
+    assert sum(result.rounds[1].query_class_rates.values()) == pytest.approx(1.0)
