@@ -94,7 +94,7 @@ def train_seg_scoring_net(
     Args:
         x: ``uint8 [L, C, H, W]``; masks: ``uint8 [L, H, W]`` (255 = ignore).
     """
-    forward = spec.forward(net).forward_all if spec.compile else net.forward_all
+    forward = torch.compile(net.forward_all) if spec.compile else net.forward_all
     view_seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
     steps = itertools.count()
 
