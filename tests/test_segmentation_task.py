@@ -300,6 +300,7 @@ def test_missing_classes_leave_no_pixel_in_the_initial_masks(scenes):
     assert query.missing_class_share > 0
 
 
+@pytest.mark.slow
 def test_segmentation_run_reaches_above_the_all_background_mIoU(scenes):
     result = pal.run_experiment(
         **{**SEG, "epochs_task": 15, "epochs_scoring": 3, "initial_size": 60, "rounds": 1},
@@ -317,6 +318,7 @@ def test_segmentation_run_reaches_above_the_all_background_mIoU(scenes):
     assert final.n_noisy_labels == 0 and math.isfinite(final.query_metrics["ss_sc_pearson"])
 
 
+@pytest.mark.slow
 def test_same_seed_same_segmentation_queries_and_resume_continues_them():
     config = pal.make_config(
         SEG, strategy="pal", rounds=2, epochs_task=1, epochs_scoring=1, missing_classes=["8"]
