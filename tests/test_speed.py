@@ -137,3 +137,20 @@ def test_benchmark_runs_and_writes_its_tables(tmp_path):
     table = (out / "digits-cpu.md").read_text()
     assert "| task training |" in table and "of the throughput of its bare forward" in table
     assert table in proc.stdout
+
+
+def test_segmentation_benchmark_runs_and_writes_its_tables(tmp_path):
+    out = tmp_path / "bench"
+    argv = [sys.executable, "-m", "benchmarks", "--config", "digit_scenes", "--device", "cpu"]
+    argv += ["--out", str(out), "--set", "epochs_task=1", "--set", "epochs_scoring=1"]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "digit_scenes-cpu.json").read_text())
+    for phase in ("task_training", "scoring_training", "scoring", "bare_forward"):
+        assert result["pal"][phase]["images_per_s"] > 0, phase
+    for phase in ("task_training", "scoring_training"):
+        assert result["pal"][phase]["flops_per_image"] > 0, phase
+    assert 0 < result["pal"]["scoring_vs_bare_forward"] < 2 and "naive" not in result
+    table = (out / "digit_scenes-cpu.md").read_text()
+    assert "(segmentation)" in table and "| scoring training |" in table
+    assert table in proc.stdout
