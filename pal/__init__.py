@@ -57,7 +57,20 @@ def run_experiment(
     experiment = Experiment(make_config(config, **overrides), data, progress)
     if not tracking:
         return experiment.run(callbacks)
+    return run_tracked(experiment, callbacks, tracking_uri, experiment_name)
 
+
+def run_tracked(
+    experiment: Experiment,
+    callbacks: tuple[RoundCallback, ...] = (),
+    tracking_uri: str | None = None,
+    experiment_name: str = "pal",
+) -> ExperimentResult:
+    """Run ``experiment``'s remaining rounds as one MLflow run (see :func:`run_experiment`).
+
+    Raises:
+        ConfigError: an unusable ``tracking_uri``, before any training.
+    """
     from pal.tracking import MLflowTracker, check_tracking_store, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)

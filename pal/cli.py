@@ -1,6 +1,7 @@
 """The ``pal`` command line.
 
 pal run --config configs/digits.yaml --set lambda2=0 --set seed=3 [--output result.json]
+        [--tracking-uri URI | --no-tracking]
 pal sweep tune_jobs/quickstart.py | pal ablate ablations/components.py --smoke
 pal report components
 pal list
@@ -46,21 +47,34 @@ class ProgressBars:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from pal import run_tracked
     from pal.loop import Experiment
 
     overrides = dict(parse_override(item) for item in args.set)
     config = make_config(args.config, **overrides)
     experiment = Experiment(config)  # validates everything before a bar is drawn
+    if args.no_tracking:
+        uri = None
+    else:
+        from pal.tracking import check_tracking_store, resolve_tracking_uri
+
+        uri = resolve_tracking_uri(args.tracking_uri)
+        check_tracking_store(uri)  # an unusable store stops here, before any training
     bars = ProgressBars(config.rounds + 1, enabled=not args.quiet)
     experiment.progress = bars.epoch
     try:
-        result = experiment.run(callbacks=(bars.round_done,))
+        if uri is None:
+            result = experiment.run(callbacks=(bars.round_done,))
+        else:
+            result = run_tracked(experiment, (bars.round_done,), uri)
     finally:
         bars.close()
     print(
         f"pal run: dataset={config.dataset} strategy={config.strategy} seed={config.seed} "
         f"device={experiment.device}"
     )
+    if result.run_id:
+        print(f"MLflow run {result.run_id} (experiment 'pal') in {uri}")
     print(result.table())
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -132,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--output", help="write the result as JSON to this path")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or mlflow/mlflow.db)"
+    )
+    run.add_argument("--no-tracking", action="store_true", help="log no MLflow run")
     run.set_defaults(func=_cmd_run)
 
     sw = sub.add_parser("sweep", help="run a Ray Tune sweep described by a job file")

@@ -210,3 +210,30 @@ def test_bad_set_in_a_real_process_has_no_traceback(tmp_path):
     assert "pal: error: unknown config key(s) 'lamda1' (did you mean 'lambda1'?)" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_run_is_tracked_in_mlflow_unless_told_not_to(tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    argv = ["run", "--config", DIGITS_YAML, "--quiet", "--tracking-uri", uri]
+    for item in ("rounds=1", "epochs_task=1", "epochs_scoring=1", "lambda2=0"):
+        argv += ["--set", item]
+    assert main(argv + ["--output", str(tmp_path / "r.json")]) == 0
+    run_id = json.loads((tmp_path / "r.json").read_text())["run_id"]
+    assert f"MLflow run {run_id} (experiment 'pal') in {uri}" in capsys.readouterr().out
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["lambda2"] == "0.0"
+    steps = [m.step for m in client.get_metric_history(run_id, "test_accuracy")]
+    assert sorted(steps) == [0, 1]
+
+    assert main([*argv, "--no-tracking"]) == 0
+    assert "MLflow run" not in capsys.readouterr().out
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def test_run_with_an_unusable_store_exits_2_before_training(capsys, no_training):
+    argv = ["run", "--config", DIGITS_YAML, "--tracking-uri", "ftp://example.invalid/db"]
+    assert main(argv) == 2
+    assert "tracking_uri: unknown scheme 'ftp'" in capsys.readouterr().err
