@@ -252,6 +252,10 @@ def test_pal_scores_of_an_image_do_not_depend_on_the_rest_of_the_pool(scenes):
     some = pal_seg.score_seg_pool(net, scenes.x_train[part], part, normalize, 64, seed=9)
     assert torch.allclose(whole.s_s[[5, 17, 31]], some.s_s, atol=1e-5)
     assert torch.allclose(whole.s_c[[5, 17, 31]], some.s_c, atol=1e-5)
+    alone = pal_seg.score_seg_pool(
+        net, scenes.x_train[part], part, normalize, 64, seed=9, with_s_c=False
+    )
+    assert torch.allclose(alone.s_s, some.s_s, atol=1e-5)  # S_S without S_C's passes
     other = pal_seg.score_seg_pool(net, scenes.x_train[part], part, normalize, 64, seed=10)
     assert not torch.allclose(other.s_s, some.s_s)  # the seed decides the views
     assert (whole.s_c <= 1e-6).all()  # -KL(U || p) <= 0

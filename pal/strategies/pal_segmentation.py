@@ -138,8 +138,10 @@ def score_seg_pool(
         b = xs.shape[0]
         images = normalize(xs)
         v1, v2 = seeded_views(images, idx, seed)
-        feats, pooled = net.encode(torch.cat([images, v1, v2]))
-        z = net.projection(pooled[b:]).float()
+        # the image itself only for S_C; then the views start at position o = b
+        o = b if with_s_c else 0
+        feats, pooled = net.encode(torch.cat([images, v1, v2] if with_s_c else [v1, v2]))
+        z = net.projection(pooled[o:]).float()
         s_s.append(simclr_score(z[:b], z[b:]))
         if with_s_c:  # h(x): the logits at the image's pixels, as the network outputs them
             logits = F.interpolate(
@@ -147,7 +149,7 @@ def score_seg_pool(
             )
             s_c.append(pixel_kl_uniform_score(logits))
         if keep_embeddings:
-            embs.append(torch.stack([pooled[b : 2 * b], pooled[2 * b :]], dim=1))
+            embs.append(torch.stack([pooled[o : o + b], pooled[o + b :]], dim=1))
     return SegPoolScores(
         torch.cat(s_s),
         torch.cat(s_c) if with_s_c else torch.empty(0),
