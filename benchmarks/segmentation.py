@@ -60,7 +60,14 @@ def run_segmentation_phases(
         spec = FitSpec.from_config(cfg, "scoring")
         _, seconds = timed(
             lambda: train_seg_scoring_net(
-                net, x[labeled], masks[labeled], norm, spec, experiment.augment_mode, gen, 0.5
+                net,
+                x[labeled],
+                masks[labeled],
+                norm,
+                spec,
+                experiment.augment_mode,
+                gen,
+                cfg.simclr_temperature,
             ),
             dev,
         )
@@ -69,7 +76,8 @@ def run_segmentation_phases(
             v1, v2 = seeded_views(b, batch, cfg.seed)
             logits, z = m.forward_all(b, torch.cat([v1, v2]))
             n = b.shape[0]
-            return pixel_cross_entropy(logits, masks[batch]) + nt_xent(z[:n], z[n:])
+            loss = nt_xent(z[:n], z[n:], cfg.simclr_temperature)
+            return pixel_cross_entropy(logits, masks[batch]) + loss
 
         flops = train_flops_per_image(net, norm(x[batch]), scoring_loss)
         out["scoring_training"] = _phase(seconds, cfg.epochs_scoring * labeled.numel(), flops, peak)

@@ -56,10 +56,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.no_tracking:
         uri = None
     else:
-        from pal.tracking import check_tracking_store, resolve_tracking_uri
+        from pal.tracking import resolve_tracking_uri
 
-        uri = resolve_tracking_uri(args.tracking_uri)
-        check_tracking_store(uri)  # an unusable store stops here, before any training
+        uri = resolve_tracking_uri(args.tracking_uri)  # run_tracked checks it before training
     bars = ProgressBars(config.rounds + 1, enabled=not args.quiet)
     experiment.progress = bars.epoch
     try:

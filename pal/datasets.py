@@ -348,14 +348,9 @@ def load_digit_scenes(data_dir: str, download: bool, image_size: int | None) -> 
     split of ``digits``), so no digit image is in both. 11 classes: ``background`` and the digits
     ``0``..``9``; every pixel is annotated. Decided by fixed seeds: the same scenes everywhere.
     """
-    from sklearn.datasets import load_digits as sk_load_digits
-
-    bunch = sk_load_digits()
-    grey = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # [1797, 8, 8]
-    y = bunch.target.astype(np.int64)
-    train, test = stratified_split(y, 497)
-    x_train, m_train = digit_scenes(grey[train], y[train], 1000, seed=1)
-    x_test, m_test = digit_scenes(grey[test], y[test], 300, seed=2)
+    digits = load_digits(data_dir, download, None)
+    x_train, m_train = digit_scenes(digits.x_train[:, 0].numpy(), digits.y_train.numpy(), 1000, 1)
+    x_test, m_test = digit_scenes(digits.x_test[:, 0].numpy(), digits.y_test.numpy(), 300, 2)
     return ImageData(
         name="digit_scenes",
         x_train=torch.from_numpy(x_train),

@@ -225,6 +225,12 @@ def k_center_greedy(
     return chosen
 
 
+def table1_correlations(s_s: torch.Tensor, s_c: torch.Tensor) -> dict[str, float]:
+    """Pearson and Spearman correlation of ``S_S`` and ``S_C [U]`` on the pool (Table 1), as a
+    query's metrics ``ss_sc_pearson`` and ``ss_sc_spearman``."""
+    return {"ss_sc_pearson": pearson(s_s, s_c), "ss_sc_spearman": spearman(s_s, s_c)}
+
+
 def select_subqueries(
     s_s: torch.Tensor,
     s_c: torch.Tensor,

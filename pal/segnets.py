@@ -24,7 +24,7 @@ from pal.models import SeededDropout
 from pal.registry import Registry
 
 EncoderFactory = Callable[[int], nn.Module]
-SEG_ENCODERS: Registry[EncoderFactory] = Registry("segmentation encoder", "seg_backbone")
+SEG_ENCODERS: Registry[EncoderFactory] = Registry("segmentation encoder", "task_backbone")
 
 
 class SegNet(nn.Module):

@@ -298,7 +298,7 @@ class SegmentationTask(Task):
     def class_counts(self, indices: np.ndarray) -> dict[str, int]:
         """Class name -> images of ``indices`` with at least one annotated pixel of the class."""
         present = torch.zeros(self.num_classes, dtype=torch.long, device=self.labels.device)
-        for masks in eval_chunks(self._masks(indices), 256):
+        for masks in self._masks(indices).split(256):  # bounded [256, 256] one-hots
             onehot = torch.zeros(len(masks), 256, dtype=torch.bool, device=masks.device)
             onehot.scatter_(1, masks.flatten(1).long(), True)
             present += onehot[:, : self.num_classes].sum(0)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pal.segmentation import IGNORE
+
 ProgressFn = Callable[[str, int, int], None]
 """``progress(phase, epoch, epochs)``, called after each epoch (``epoch`` counts from 1)."""
 
@@ -266,8 +268,8 @@ def pixel_cross_entropy(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tens
     """Mean cross-entropy of ``logits [B, K, H, W]`` over the annotated pixels of ``masks
     uint8 [B, H, W]`` (255 = ignore); 0 when no pixel is annotated."""
     targets = masks.long()
-    loss = F.cross_entropy(logits.float(), targets, ignore_index=255, reduction="sum")
-    return loss / (targets != 255).sum().clamp_min(1)
+    loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction="sum")
+    return loss / (targets != IGNORE).sum().clamp_min(1)
 
 
 def predict_logits(

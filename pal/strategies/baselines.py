@@ -42,5 +42,6 @@ class EntropyStrategy(Strategy):
 def mean_pixel_entropy(logits: torch.Tensor) -> torch.Tensor:
     """``[B]``: the entropy of each pixel's class prediction (``logits [B, K, H, W]``), averaged
     over the image."""
-    logp = torch.log_softmax(logits.float(), dim=1)
-    return -(logp.exp() * logp).sum(dim=1).flatten(1).mean(dim=1)
+    b, c = logits.shape[:2]
+    probs = torch.softmax(logits.float(), dim=1).movedim(1, -1).reshape(-1, c)  # [B*H*W, K]
+    return scoring.entropy(probs).view(b, -1).mean(dim=1)

@@ -153,10 +153,7 @@ class PALStrategy(Strategy):
         use_head = cfg.finetune_scope == "head" and len(sizes) > 1
         pool = ctx.unlabeled
         scores = score_pool(net, ctx.x[pool], ctx.normalize, cfg.eval_batch_size, use_head)
-        metrics = {
-            "ss_sc_pearson": scoring.pearson(scores.s_s, scores.s_c),
-            "ss_sc_spearman": scoring.spearman(scores.s_s, scores.s_c),
-        }
+        metrics = scoring.table1_correlations(scores.s_s, scores.s_c)
 
         finetuner = _Finetuner(net, scores.features, ctx, cfg) if len(sizes) > 1 else None
         diversity = finetuner.diversity_score if finetuner is not None else None

@@ -181,10 +181,7 @@ def choose_segmentation(cfg: Config, ctx: QueryContext, n: int) -> Query:
     scores = score_seg_pool(
         net, ctx.x[pool], pool, ctx.normalize, cfg.eval_batch_size, view_seed, use_head
     )
-    metrics = {
-        "ss_sc_pearson": scoring.pearson(scores.s_s, scores.s_c),
-        "ss_sc_spearman": scoring.spearman(scores.s_s, scores.s_c),
-    }
+    metrics = scoring.table1_correlations(scores.s_s, scores.s_c)
     diversity = None
     if len(sizes) > 1:
         diversity = _ContrastiveFinetuner(net, scores.embeddings, ctx, cfg, view_seed).score
