@@ -9,8 +9,11 @@ from pathlib import Path
 
 import yaml
 
+from pal.strategies import STRATEGIES as REGISTERED
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-STRATEGIES = ("random", "entropy", "coreset", "dbal", "vaal", "pal")
+# every registered classification strategy (the registry's names, sorted)
+STRATEGIES = tuple(name for name in REGISTERED if "classification" in REGISTERED.get(name).tasks)
 
 # seconds per trial on 2 CPU cores: the embedded digits, a 300-image pool, two short rounds
 SMOKE_BASE = {

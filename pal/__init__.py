@@ -7,12 +7,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 
 from pal.config import Config, ConfigError, make_config
-from pal.datasets import DATASETS, DataError, ImageData, list_datasets, load_dataset
+from pal.data import DATASETS, DataError, ImageData, list_datasets, load_dataset
 from pal.loop import Experiment, RoundCallback
 from pal.models import BACKBONES, list_backbones
 from pal.results import ExperimentResult, RoundRecord
@@ -75,17 +74,8 @@ def run_tracked(
 
     uri = resolve_tracking_uri(tracking_uri)
     check_tracking_store(uri)
-    tracker = MLflowTracker(experiment.config, uri, experiment_name)
-    tracker.start()
-    try:
+    with MLflowTracker(experiment.config, uri, experiment_name) as tracker:
         result = experiment.run((tracker, *callbacks))  # logged before the caller's callbacks
-    except BaseException as err:
-        try:
-            tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
-        except Exception as finish_err:  # keep the experiment's own error
-            logging.getLogger(__name__).warning("could not end MLflow run: %s", finish_err)
-        raise
-    tracker.finish("FINISHED")
     result.run_id = tracker.run_id
     return result
 

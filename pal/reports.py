@@ -114,7 +114,7 @@ def _study_name(study: str | os.PathLike) -> str:
     """A job file's study name; anything else is taken as a name or run id."""
     text = str(study)
     if text.endswith(".py"):
-        from pal.sweeps import load_job  # reads the job file only; Ray is not started
+        from pal.jobs import load_job  # reads the job file only; Ray is not imported
 
         return load_job(text).name
     return text

@@ -1,13 +1,23 @@
-"""What an experiment returns: one record per round, JSON-ready."""
+"""What an experiment returns: one record per round, JSON-ready, and the round's metrics.
+
+:meth:`RoundRecord.metrics` is the one place a round's metrics are spelled: MLflow logs it
+(``step`` = round), a Tune trial reports it, and :func:`format_table` (what ``pal run`` prints)
+reads its columns from it. A new round metric is a field of :class:`RoundRecord` and a line of
+:meth:`RoundRecord.metrics`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import re
 from typing import Any
 
 from pal.config import Config
+
+# Metric keys allow word characters, ``.``, ``-``, `` `` and ``/`` (MLflow nests on the last).
+_UNSAFE_KEY_CHARS = re.compile(r"[^\w.\- ]")
 
 
 @dataclasses.dataclass
@@ -41,6 +51,8 @@ class RoundRecord:
         task_metrics: further metrics of the task network; segmentation logs ``test_miou``,
             ``val_miou``, ``test_pixel_accuracy`` and ``test_iou/<class>`` (NaN for a class
             absent from both the test masks and the predictions).
+        val_auc: the mean validation metric over rounds ``0..round`` (the area under the
+            validation learning curve so far, NaN rounds left out): a sweep's objective.
     """
 
     round: int
@@ -59,13 +71,51 @@ class RoundRecord:
     n_pool: int = 0
     missing_class_share: float = math.nan
     task_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    val_auc: float = math.nan
 
     @property
     def percent_labeled(self) -> float:
         return 100.0 * self.n_labeled / self.n_pool if self.n_pool else math.nan
 
+    def metrics(self) -> dict[str, float]:
+        """The round's metrics as one flat dict of floats (NaN kept), keyed as MLflow logs them
+        and Tune reports them: scalars, ``query_class_rate/<class>`` (rounds >= 1),
+        ``labeled_class_fraction/<class>``, the strategy's query metrics and the task's
+        further metrics (``test_iou/<class>``)."""
+        out = {
+            "round": self.round,
+            "val_accuracy": self.val_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "val_auc": self.val_auc,
+            "n_labeled": self.n_labeled,
+            "n_pool": self.n_pool,
+            "percent_labeled": self.percent_labeled,
+            "missing_class_share": self.missing_class_share,
+            "n_noisy_labels": self.n_noisy_labels,
+            "round_seconds": self.seconds,
+            "query_seconds": self.query_seconds,
+            "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
+        }
+        if self.round >= 1:
+            for name, rate in self.query_class_rates.items():
+                out[f"query_class_rate/{metric_key(name)}"] = rate
+        if self.n_labeled > 0:
+            for name, count in self.labeled_class_counts.items():
+                out[f"labeled_class_fraction/{metric_key(name)}"] = count / self.n_labeled
+        for name, value in self.query_metrics.items():
+            out[metric_key(name)] = value
+        for name, value in self.task_metrics.items():  # test_iou/<class>: one key per class
+            out["/".join(metric_key(part) for part in name.split("/"))] = value
+        return {k: float(v) if v is not None else math.nan for k, v in out.items()}
+
     def to_dict(self) -> dict[str, Any]:
         return {k: json_safe(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def metric_key(name: str) -> str:
+    """``name`` with the characters a metric key cannot hold replaced by ``_``."""
+    return _UNSAFE_KEY_CHARS.sub("_", str(name))
 
 
 @dataclasses.dataclass
@@ -103,24 +153,26 @@ class ExperimentResult:
 
 
 def format_table(rounds: list[RoundRecord], metric: str = "accuracy") -> str:
-    extra = sorted({k for r in rounds for k in r.query_metrics})
+    """The rounds as a plain-text table; every number comes from :meth:`RoundRecord.metrics`."""
+    extra = sorted({metric_key(k) for r in rounds for k in r.query_metrics})
     name = "acc" if metric == "accuracy" else metric
     head = ["round", "labeled", f"val_{name}", f"test_{name}", "noisy", "seconds"]
     head.append("top query classes")
     head[6:6] = extra
     rows = []
     for r in rounds:
+        m = r.metrics()
         top = sorted(r.query_class_rates.items(), key=lambda kv: -kv[1])[:3]
         row = [
-            str(r.round),
-            str(r.n_labeled),
-            _fmt(r.val_accuracy),
-            _fmt(r.test_accuracy),
-            str(r.n_noisy_labels),
-            f"{r.seconds:.1f}",
+            f"{m['round']:.0f}",
+            f"{m['n_labeled']:.0f}",
+            _fmt(m["val_accuracy"]),
+            _fmt(m["test_accuracy"]),
+            f"{m['n_noisy_labels']:.0f}",
+            f"{m['round_seconds']:.1f}",
             ", ".join(f"{k}:{v:.2f}" for k, v in top) or "-",
         ]
-        row[6:6] = [_fmt(r.query_metrics.get(k, math.nan)) for k in extra]
+        row[6:6] = [_fmt(m.get(k, math.nan)) for k in extra]
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]

@@ -5,22 +5,11 @@ same :class:`pal.loop.Experiment` as ``pal.run_experiment``; it reports and chec
 every round (the experiment's state, the validation history and the MLflow run id), so a trial
 that dies resumes at its last finished round and logs into the same MLflow run.
 
-A sweep is described by a *job file*: a Python file whose ``get_job()`` returns plain data::
-
-    def get_job():
-        return {
-            "name": "quickstart",
-            "base": {"dataset": "digits", "rounds": 4, ...},          # pal.Config keys
-            "search_space": {"lambda1": ["uniform", 0.0, 2.0],
-                             "lr_task": ["loguniform", 1e-3, 1e-1],
-                             "optimizer": ["choice", ["sgd", "adam"]],
-                             "subqueries": ["randint", 1, 8]},       # high bound inclusive
-            "num_samples": 8, "max_concurrent_trials": 2,
-            "cpus_per_trial": 1, "gpus_per_trial": 1,   # see "Where trials run" below
-            "resources_per_trial": {},                  # custom Ray resources, e.g. {"a100": 1}
-            "asha": False, "seed": 0, "max_failures": 2,
-            "smoke": {"base": {"rounds": 2, ...}, "num_samples": 2}, # what --smoke changes
-        }
+A sweep is described by a *job file* (:mod:`pal.jobs`: plain data, no Ray). :func:`sweep` runs
+one in three steps: :func:`prepare` (check the job, its configs and data, the MLflow store; open
+or reopen the sweep's MLflow run), :func:`build_tuner` (Tune's search space, searcher, scheduler,
+resources and storage) and :func:`collect` (the best configuration, the variants' table, the
+sweep's run closed).
 
 Where trials run: on the Ray cluster at ``address`` (or ``RAY_ADDRESS``, which ``ray job submit``
 sets) when there is one, where every trial asks for ``gpus_per_trial`` GPUs as the job says, and
@@ -36,143 +25,19 @@ the learning curve, per round). Test accuracy is reported and logged, never opti
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import importlib.util
 import json
-import math
 import os
 import socket
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from pal.config import ConfigError, make_config
-
-OBJECTIVE = "val_auc"
-DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint", "grid")
-JOB_KEYS = {
-    "name": str,
-    "base": dict,
-    "search_space": dict,
-    "num_samples": int,
-    "max_concurrent_trials": int,
-    "cpus_per_trial": (int, float),
-    "gpus_per_trial": (int, float),
-    "resources_per_trial": dict,
-    "asha": bool,
-    "seed": int,
-    "max_failures": int,
-    "storage_path": str,
-    "experiment_name": str,
-    "variants": dict,
-    "seeds": list,
-    "smoke": dict,
-}
+from pal.jobs import OBJECTIVE, SweepJob, absolute_paths, load_job, validate_job
 
 
-# ---------------------------------------------------------------------------- job files
-@dataclasses.dataclass
-class SweepJob:
-    """A sweep as plain data (see the module docstring for the job-file format)."""
-
-    name: str
-    base: dict[str, Any]
-    search_space: dict[str, list]
-    num_samples: int = 8
-    max_concurrent_trials: int = 2
-    cpus_per_trial: float = 1
-    gpus_per_trial: float = 1
-    asha: bool = False
-    seed: int = 0
-    max_failures: int = 2
-    storage_path: str = "runs"
-    resources_per_trial: dict[str, float] = dataclasses.field(default_factory=dict)
-    experiment_name: str = "pal-sweeps"
-    variants: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    seeds: list[int] = dataclasses.field(default_factory=list)
-    smoke: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def smoke_sized(self) -> SweepJob:
-        """The job with its ``smoke`` overrides applied (``base`` merged key by key)."""
-        job = copy.deepcopy(self)
-        for key, value in self.smoke.items():
-            if key == "base":
-                job.base.update(value)
-            else:
-                setattr(job, key, value)
-        job.smoke = {}
-        return job
-
-
-def load_job(path: str | os.PathLike) -> SweepJob:
-    """Read a job file and validate it and its configs."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"job: no such job file {str(p)!r}")
-    spec = importlib.util.spec_from_file_location(f"pal_job_{p.stem}", p)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(p.resolve().parent))  # job files may share code with their siblings
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(p.resolve().parent))
-    if not hasattr(module, "get_job"):
-        raise ConfigError(f"job: {str(p)!r} must define get_job() returning the sweep as a dict")
-    raw = dict(module.get_job())
-    for key, value in raw.items():
-        if key not in JOB_KEYS:
-            raise ConfigError(f"job: unknown key {key!r} in {str(p)!r}; valid: {list(JOB_KEYS)}")
-        wanted = JOB_KEYS[key]
-        if not isinstance(value, wanted) or isinstance(value, bool) != (wanted is bool):
-            raise ConfigError(f"job: {key} must be {wanted}, got {value!r}")
-    raw.setdefault("search_space", {})
-    for key in ("name", "base"):
-        if key not in raw:
-            raise ConfigError(f"job: {str(p)!r} must set {key!r}")
-    job = SweepJob(**raw)
-    validate_job(job)
-    return job
-
-
-def validate_job(job: SweepJob) -> None:
-    """Check every search-space entry and that the base config with sampled values is valid."""
-    if job.num_samples < 1:
-        raise ConfigError(f"num_samples: must be >= 1, got {job.num_samples}")
-    if job.max_concurrent_trials < 1:
-        raise ConfigError(f"max_concurrent_trials: must be >= 1, got {job.max_concurrent_trials}")
-    for name in job.resources_per_trial:
-        if name.upper() in ("CPU", "GPU"):
-            raise ConfigError(
-                f"resources_per_trial: {name!r} is set by cpus_per_trial / gpus_per_trial"
-            )
-    config = make_config(job.base)  # raises on a bad base
-    for name, overrides in job.variants.items():
-        if not isinstance(overrides, dict):
-            raise ConfigError(f"variants.{name}: must be a dict of config keys, got {overrides!r}")
-        make_config(job.base, **overrides)
-    for seed in job.seeds:
-        make_config(job.base, seed=seed)
-    for key, spec in job.search_space.items():
-        if key not in config.to_dict():
-            make_config(job.base, **{key: None})  # raises the unknown-key error
-        if not isinstance(spec, (list, tuple)) or not spec or spec[0] not in DISTRIBUTIONS:
-            raise ConfigError(
-                f"search_space.{key}: must be [kind, ...] with kind in {list(DISTRIBUTIONS)}, "
-                f"got {spec!r}"
-            )
-        for value in _corners(spec):
-            make_config(job.base, **{key: value})
-
-
-def _corners(spec: list) -> list:
-    kind, *args = spec
-    if kind in ("choice", "grid"):
-        return list(args[0])
-    return [args[0], args[1]]
-
-
+# ---------------------------------------------------------------------------- the search space
 def to_tune_space(search_space: dict[str, list]) -> dict[str, Any]:
     """Plain-data search space -> Ray Tune's sampling objects."""
     from ray import tune
@@ -192,26 +57,13 @@ def to_tune_space(search_space: dict[str, list]) -> dict[str, Any]:
     return out
 
 
-def absolute_paths(base: dict[str, Any]) -> dict[str, Any]:
-    """Make the config's paths absolute, so trials find them whatever their working directory."""
-    out = dict(base)
-    if "data_dir" in out:
-        out["data_dir"] = str(Path(out["data_dir"]).expanduser().resolve())
-    else:
-        out["data_dir"] = str(Path("data").resolve())
-    dataset = str(out.get("dataset", ""))
-    for prefix in ("npz:", "folder:"):
-        if dataset.startswith(prefix):
-            out["dataset"] = prefix + str(Path(dataset[len(prefix) :]).expanduser().resolve())
-    return out
-
-
 # ---------------------------------------------------------------------------- the trial
 def trainable(params: dict[str, Any]) -> None:
     """One Ray Tune trial: one whole experiment, all rounds, resumable after any round.
 
     ``params`` holds ``pal.Config`` keys plus ``_sweep`` (tracking URI, parent run id, and an
-    optional fault hook used by the tests).
+    optional fault hook used by the tests). Each round reports :meth:`RoundRecord.metrics`
+    (the keys MLflow logs) and checkpoints the experiment's state and the MLflow run id.
     """
     import torch
     from ray import tune
@@ -226,13 +78,13 @@ def trainable(params: dict[str, Any]) -> None:
     threads = max(1, int(sweep.get("cpus_per_trial", 1)))
     torch.set_num_threads(threads)
     experiment = Experiment(config)
-    run_id, val_history = None, []
+    run_id = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             saved = json.loads((Path(folder) / "state.json").read_text())
         experiment.load_state_dict(saved["experiment"])
-        run_id, val_history = saved["mlflow_run_id"], saved["val_history"]
+        run_id = saved["mlflow_run_id"]
 
     context = tune.get_context()
     tags = {
@@ -255,36 +107,15 @@ def trainable(params: dict[str, Any]) -> None:
         run_name=context.get_trial_name(),
         tags=tags,
     )
-    run_id = tracker.start()
-    try:
+    with tracker:
         for record in experiment.rounds():
             tracker(record, experiment)
-            val_history.append(record.val_accuracy)
-            finite = [v for v in val_history if not math.isnan(v)]
-            metrics = {
-                "round": record.round,
-                "n_labeled": record.n_labeled,
-                "val_accuracy": record.val_accuracy,
-                "test_accuracy": record.test_accuracy,
-                OBJECTIVE: sum(finite) / len(finite) if finite else float("nan"),
-                "round_seconds": record.seconds,
-                "n_noisy_labels": record.n_noisy_labels,
-                **{f"query_class_rate/{k}": v for k, v in record.query_class_rates.items()},
-                **record.query_metrics,
-            }
             with tempfile.TemporaryDirectory() as folder:
-                state = {
-                    "experiment": experiment.state_dict(),
-                    "mlflow_run_id": run_id,
-                    "val_history": val_history,
-                }
+                state = {"experiment": experiment.state_dict(), "mlflow_run_id": tracker.run_id}
                 (Path(folder) / "state.json").write_text(json.dumps(state))
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+                checkpoint = tune.Checkpoint.from_directory(folder)
+                tune.report(record.metrics(), checkpoint=checkpoint)
             _fault_hook(sweep.get("fault"), record.round)
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
-    tracker.finish("FINISHED")
 
 
 def _fault_hook(spec: dict | None, round_: int) -> None:
@@ -384,16 +215,99 @@ def sweep(
     search space can produce at its bounds, the dataset, and the MLflow store.
     """
     import ray
-    from ray import tune
 
-    from pal.loop import Experiment
-    from pal.tracking import (
-        check_tracking_store,
-        finish_sweep_run,
-        resolve_tracking_uri,
-        start_sweep_run,
-        ui_command,
+    from pal.tracking import ui_command
+
+    prepared = prepare(
+        job_path,
+        smoke=smoke,
+        resume=resume,
+        num_samples=num_samples,
+        tracking_uri=tracking_uri,
+        storage_path=storage_path,
     )
+    address = address or os.environ.get("RAY_ADDRESS")
+    on_cluster = bool(address) or _connected_to_cluster()
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 1)
+    # a resource the trials could never get is refused before the sweep's run is created
+    resources = _trial_resources(prepared.job, on_cluster, ray.cluster_resources())
+    prepared.open_run()
+    tuner = build_tuner(prepared, resources, verbose, _fault)
+    result = collect(prepared, tuner.fit())
+    if verbose:
+        print(summary(result, ui_command(prepared.tracking_uri), job_path))
+    return result
+
+
+@dataclasses.dataclass
+class PreparedSweep:
+    """A checked job and where it runs: its configs' paths made absolute, the MLflow store,
+    the Tune storage, and (after :meth:`open_run`) the sweep's MLflow run.
+
+    Attributes:
+        previous: the pointer of the job's last sweep when resuming (``parent_run_id``,
+            ``run_name``), else ``None``.
+    """
+
+    job: SweepJob
+    base: dict[str, Any]
+    tracking_uri: str
+    storage: str
+    pointer: str
+    previous: dict[str, str] | None
+    parent_run_id: str = ""
+    run_name: str = ""
+
+    @property
+    def run_dir(self) -> str:
+        """Tune's folder for this sweep (its state and the trials' checkpoints)."""
+        return f"{self.storage.rstrip('/')}/{self.run_name}"
+
+    @property
+    def study_storage(self) -> str | None:
+        """The Optuna study's storage URL (see :func:`_optuna_storage`)."""
+        return _optuna_storage(self.tracking_uri, self.storage)
+
+    def open_run(self) -> None:
+        """Create the sweep's parent MLflow run and the job's ``<name>.latest.json`` pointer,
+        or take both from the pointer when resuming."""
+        from pal.tracking import start_sweep_run
+
+        if self.previous:
+            self.parent_run_id = self.previous["parent_run_id"]
+            self.run_name = self.previous["run_name"]
+            return
+        job = self.job
+        self.parent_run_id = start_sweep_run(
+            self.tracking_uri, job.experiment_name, job.name, dataclasses.asdict(job)
+        )
+        self.run_name = f"{job.name}-{self.parent_run_id[:8]}"
+        _write_pointer(
+            self.pointer, {"parent_run_id": self.parent_run_id, "run_name": self.run_name}
+        )
+
+
+def prepare(
+    job_path: str | os.PathLike,
+    *,
+    smoke: bool = False,
+    resume: bool = False,
+    num_samples: int | None = None,
+    tracking_uri: str | None = None,
+    storage_path: str | None = None,
+) -> PreparedSweep:
+    """Load and check a job before anything starts: the job and the configs at the bounds of its
+    search space (:func:`pal.jobs.validate_job`), the data against the base config
+    (:func:`pal.loop.plan_experiment`: the dataset is loaded once here, on the driver, so that a
+    missing file or pools that do not fit stop the sweep instead of failing every trial), the
+    MLflow store, and, with ``resume``, the job's last sweep.
+
+    Raises:
+        ConfigError: naming the field and what is allowed.
+    """
+    from pal.loop import plan_experiment
+    from pal.tracking import check_tracking_store, resolve_tracking_uri
 
     job = load_job(job_path)
     if smoke:
@@ -403,7 +317,7 @@ def sweep(
     job = dataclasses.replace(job, **{k: v for k, v in overrides.items() if v is not None})
     validate_job(job)
     base = absolute_paths(job.base)
-    Experiment(make_config(base))  # the dataset loads and the pools fit, or a clear error now
+    plan_experiment(make_config(base))
     uri = resolve_tracking_uri(tracking_uri)  # absolute, so trials in other folders find it
     check_tracking_store(uri)
 
@@ -412,71 +326,81 @@ def sweep(
     previous = _read_pointer(pointer) if resume else None
     if resume and previous is None:
         raise ConfigError(f"--resume: no earlier sweep of job {job.name!r} under {storage}")
+    return PreparedSweep(job, base, uri, storage, pointer, previous)
 
-    address = address or os.environ.get("RAY_ADDRESS")
-    on_cluster = bool(address) or _connected_to_cluster()
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 1)
-    trial_resources = _trial_resources(job, on_cluster, ray.cluster_resources())
 
-    if previous:
-        parent_run_id, run_name = previous["parent_run_id"], previous["run_name"]
-    else:
-        parent_run_id = start_sweep_run(uri, job.experiment_name, job.name, dataclasses.asdict(job))
-        run_name = f"{job.name}-{parent_run_id[:8]}"
-        _write_pointer(pointer, {"parent_run_id": parent_run_id, "run_name": run_name})
+def build_tuner(prepared: PreparedSweep, resources, verbose: int = 1, fault=None):
+    """Ray Tune's ``Tuner`` for a prepared sweep whose run is open (restored from its folder
+    when resuming): the search space with the base config, Optuna or a grid, ASHA when asked,
+    ``resources`` per trial (:func:`_trial_resources`), checkpoints and failure retries."""
+    from ray import tune
 
+    job = prepared.job
     sweep_info = {
         "name": job.name,
-        "tracking_uri": uri,
+        "tracking_uri": prepared.tracking_uri,
         "experiment_name": job.experiment_name,
-        "parent_run_id": parent_run_id,
+        "parent_run_id": prepared.parent_run_id,
         "cpus_per_trial": job.cpus_per_trial,
         "variants": job.variants,
-        "fault": _fault,
+        "fault": fault,
     }
-    param_space = {**base, **to_tune_space(job.search_space), "_sweep": sweep_info}
+    param_space = {**prepared.base, **to_tune_space(job.search_space), "_sweep": sweep_info}
     if job.variants:
         param_space["_variant"] = tune.grid_search(list(job.variants))
     if job.seeds:
         param_space["seed"] = tune.grid_search(list(job.seeds))
-    trial_fn = tune.with_resources(trainable, trial_resources)
-    study_storage = _optuna_storage(uri, storage)
-    run_dir = f"{storage.rstrip('/')}/{run_name}"
-    if previous:
-        tuner = tune.Tuner.restore(
-            run_dir, trainable=trial_fn, param_space=param_space, resume_errored=True
+    trial_fn = tune.with_resources(trainable, resources)
+    if prepared.previous:
+        return tune.Tuner.restore(
+            prepared.run_dir, trainable=trial_fn, param_space=param_space, resume_errored=True
         )
-    else:
-        tuner = tune.Tuner(
-            trial_fn,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                metric=OBJECTIVE,
-                mode="max",
-                search_alg=_searcher(job, study_storage, run_name),
-                scheduler=_scheduler(job),
-                num_samples=job.num_samples,
-                max_concurrent_trials=job.max_concurrent_trials,
-            ),
-            run_config=tune.RunConfig(
-                name=run_name,
-                storage_path=storage,
-                failure_config=tune.FailureConfig(max_failures=job.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                verbose=verbose,
-            ),
-        )
-    grid = tuner.fit()
+    return tune.Tuner(
+        trial_fn,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=OBJECTIVE,
+            mode="max",
+            search_alg=_searcher(job, prepared.study_storage, prepared.run_name),
+            scheduler=_scheduler(job),
+            num_samples=job.num_samples,
+            max_concurrent_trials=job.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=prepared.run_name,
+            storage_path=prepared.storage,
+            failure_config=tune.FailureConfig(max_failures=job.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=verbose,
+        ),
+    )
+
+
+def collect(prepared: PreparedSweep, grid) -> SweepResult:
+    """The outcome of a finished sweep from Tune's ``ResultGrid``: the best configuration by
+    :data:`OBJECTIVE`, the variants' table (ablations), Optuna's parameter importances; all
+    logged on the sweep's MLflow run, which is closed.
+
+    Raises:
+        RuntimeError: every trial failed (the sweep's run is closed ``FAILED``).
+    """
+    from pal.tracking import finish_sweep_run
+
+    job, uri, parent_run_id = prepared.job, prepared.tracking_uri, prepared.parent_run_id
     errored = sum(1 for r in grid if r.error is not None)
     ok = [r for r in grid if r.error is None and r.metrics and OBJECTIVE in r.metrics]
     if not ok:
         finish_sweep_run(uri, parent_run_id, None, None, status="FAILED")
-        raise RuntimeError(f"sweep {job.name!r}: all {len(grid)} trials failed; see {run_dir}")
+        raise RuntimeError(
+            f"sweep {job.name!r}: all {len(grid)} trials failed; see {prepared.run_dir}"
+        )
     best = max(ok, key=lambda r: _finite(r.metrics[OBJECTIVE]))
     best_config = {k: v for k, v in best.config.items() if not k.startswith("_")}
     best_config.update(job.variants.get(best.config.get("_variant"), {}))
     variants = variant_table(ok) if job.variants else {}
+    importances = None
+    if _searcher_used(job):
+        importances = _importances(prepared.study_storage, prepared.run_name)
     finish_sweep_run(
         uri,
         parent_run_id,
@@ -486,23 +410,20 @@ def sweep(
             "trials": len(grid),
             "variants": variants,
         },
-        _importances(study_storage, run_name) if _searcher_used(job) else None,
+        importances,
     )
-    result = SweepResult(
+    return SweepResult(
         job=job,
         best_config=best_config,
         best_val_auc=float(best.metrics[OBJECTIVE]),
         parent_run_id=parent_run_id,
         tracking_uri=uri,
-        run_dir=run_dir,
+        run_dir=prepared.run_dir,
         n_trials=len(grid),
         n_errored=errored,
         variants=variants,
         result_grid=grid,
     )
-    if verbose:
-        print(summary(result, ui_command(uri), job_path))
-    return result
 
 
 def summary(result: SweepResult, ui: str, job_path: str | os.PathLike) -> str:

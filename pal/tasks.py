@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pal.config import Config, ConfigError
-from pal.datasets import ImageData
+from pal.data import ImageData
 from pal.models import BACKBONES, TaskNet, build_backbone, dropout_generator
 from pal.registry import Registry
 from pal.rng import numpy_rng, seeded_init, torch_generator
@@ -131,6 +131,25 @@ class Task(abc.ABC):
     def n_noisy(self, indices: np.ndarray) -> int:
         """How many of ``indices`` the oracle labelled wrongly."""
         return 0
+
+    def class_ids(self, names: list[str], field: str) -> np.ndarray:
+        """Sorted unique class ids of ``names`` (class names, or their indices as strings).
+
+        Raises:
+            ConfigError: ``<field>: ...`` for a name that is neither.
+        """
+        ids = []
+        for name in names:
+            if name in self.classes:
+                ids.append(self.classes.index(name))
+            elif name.lstrip("-").isdigit() and 0 <= int(name) < self.num_classes:
+                ids.append(int(name))
+            else:
+                raise ConfigError(
+                    f"{field}: no class {name!r} in {self.config.dataset}; classes are "
+                    f"{self.classes} (or their indices 0..{self.num_classes - 1})"
+                )
+        return np.array(sorted(set(ids)), dtype=np.int64)
 
     def oracle_labels(self, indices: np.ndarray) -> list[int] | None:
         """What a checkpoint stores to detect a changed oracle (``None``: nothing)."""

@@ -38,7 +38,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from pal.config import Config, ConfigError
-from pal.results import RoundRecord
+from pal.results import RoundRecord, metric_key
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,10 @@ SERVER_TIMEOUT_S = 5.0  # how long check_tracking_store waits for an http(s) ser
 _DB_SCHEMES = ("postgresql", "mysql", "mssql")
 _HTTP_SCHEMES = ("http", "https")
 _PARENT_RUN_TAG = "mlflow.parentRunId"
-# MLflow keys allow word characters, ``.``, ``-``, `` `` and ``/`` (the last one nests in the UI).
-_UNSAFE_KEY_CHARS = re.compile(r"[^\w.\- ]")
+# MLflow 3 opens an experiment on its GenAI overview unless the experiment says it holds model
+# training; every experiment pal creates says so.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 # Metrics logged for every round; the first two tell which rounds a run already has.
 _CURVE_KEYS = ("n_labeled", "val_accuracy", "test_accuracy")
 
@@ -112,7 +114,9 @@ def check_tracking_store(uri: str) -> None:
 
 
 def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
-    """The id of the MLflow experiment ``name``, created if needed.
+    """The id of the MLflow experiment ``name``, created if needed and tagged
+    ``mlflow.experimentKind = custom_model_development`` (so the UI opens on its training runs,
+    not on MLflow 3's GenAI overview; an existing experiment without the tag gets it).
 
     A new experiment on a SQLite store keeps its artifacts in ``artifacts/`` beside the database
     file (``mlflow/artifacts`` for the default store), on another database store in
@@ -127,7 +131,11 @@ def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str)
     found = client.get_experiment_by_name(name)
     if found is None:
         try:
-            return client.create_experiment(name, artifact_location=artifact_root(tracking_uri))
+            return client.create_experiment(
+                name,
+                artifact_location=artifact_root(tracking_uri),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+            )
         except MlflowException:  # another worker created it in the meantime
             found = client.get_experiment_by_name(name)
             if found is None:
@@ -149,6 +157,8 @@ def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str)
             f"it (mlflow experiments restore --experiment-id {found.experiment_id}) or use "
             "another name"
         )
+    if EXPERIMENT_KIND_TAG not in found.tags:  # made before pal tagged its experiments
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return found.experiment_id
 
 
@@ -197,9 +207,11 @@ class MLflowTracker:
     """A round callback logging one experiment to one MLflow run.
 
     It uses an :class:`~mlflow.MlflowClient` with explicit run ids and never the global active
-    run, so it works inside Ray workers and threads. Call :meth:`start` (or let the first round
-    do it), pass the tracker among the ``callbacks`` of :meth:`pal.loop.Experiment.run`, then
-    :meth:`finish`; or use it as a context manager, which finishes with ``FAILED`` on an error.
+    run, so it works inside Ray workers and threads. The run's lifecycle is the context manager:
+    ``with tracker:`` creates (or resumes) the run, and ends it ``FINISHED``, ``FAILED`` on an
+    error, or ``KILLED`` when the process is interrupted or stopped (``KeyboardInterrupt``,
+    ``SystemExit``: Ctrl-C, or Tune stopping a trial early). Inside, pass the tracker among the
+    ``callbacks`` of :meth:`pal.loop.Experiment.run` or call it with each round's record.
 
     Args:
         config: the experiment's config; every key is logged as a param of a new run.
@@ -272,7 +284,7 @@ class MLflowTracker:
         timestamp = int(time.time() * 1000)
         metrics = [
             Metric(key, float(value), timestamp, record.round)
-            for key, value in round_metrics(record).items()
+            for key, value in record.metrics().items()
             if math.isfinite(value)  # NaN (no validation set) is left out, not logged
         ]
         self.client.log_batch(self._run_id, metrics=metrics)
@@ -303,8 +315,12 @@ class MLflowTracker:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.finish("FINISHED")
-        else:
-            self.finish("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+            return
+        status = "KILLED" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        try:
+            self.finish(status)
+        except Exception as err:  # keep the experiment's own error, not the store's
+            logger.warning("could not end MLflow run %s as %s: %s", self._run_id, status, err)
 
     # ------------------------------------------------------------------ internals
     def _create_run(self) -> None:
@@ -340,34 +356,6 @@ class MLflowTracker:
         }
         for step in set(history["val_accuracy"]) | set(history["test_accuracy"]):
             self._curve[step] = tuple(history[key].get(step, math.nan) for key in _CURVE_KEYS)
-
-
-def round_metrics(record: RoundRecord) -> dict[str, float]:
-    """The metrics of one round, keyed as logged (NaN values included)."""
-    out = {
-        "val_accuracy": record.val_accuracy,
-        "test_accuracy": record.test_accuracy,
-        "n_labeled": record.n_labeled,
-        "n_pool": record.n_pool,
-        "percent_labeled": record.percent_labeled,
-        "missing_class_share": record.missing_class_share,
-        "n_noisy_labels": record.n_noisy_labels,
-        "round_seconds": record.seconds,
-        "query_seconds": record.query_seconds,
-        "train_seconds": record.train_seconds,
-        "eval_seconds": record.eval_seconds,
-    }
-    if record.round >= 1:
-        for name, rate in record.query_class_rates.items():
-            out[f"query_class_rate/{_key(name)}"] = rate
-    if record.n_labeled > 0:
-        for name, count in record.labeled_class_counts.items():
-            out[f"labeled_class_fraction/{_key(name)}"] = count / record.n_labeled
-    for name, value in record.query_metrics.items():
-        out[_key(name)] = value
-    for name, value in record.task_metrics.items():  # test_iou/<class>: one key per class
-        out["/".join(_key(part) for part in name.split("/"))] = value
-    return {k: float(v) if v is not None else math.nan for k, v in out.items()}
 
 
 def draw_learning_curve(
@@ -437,10 +425,6 @@ def _probe_server(uri: str) -> None:
         ) from None
 
 
-def _key(name: str) -> str:
-    return _UNSAFE_KEY_CHARS.sub("_", str(name))
-
-
 def _param_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return json.dumps(list(value))
@@ -462,7 +446,7 @@ def start_sweep_run(tracking_uri: str, experiment_name: str, name: str, job: dic
     params.update({f"search.{k}": v for k, v in job.get("search_space", {}).items()})
     params.update({k: v for k, v in job.items() if k not in ("base", "search_space", "smoke")})
     client.log_batch(
-        run.info.run_id, params=[Param(_key(k), _param_value(v)) for k, v in params.items()]
+        run.info.run_id, params=[Param(metric_key(k), _param_value(v)) for k, v in params.items()]
     )
     client.log_text(run.info.run_id, yaml.safe_dump(job, sort_keys=False), "job.yaml")
     return run.info.run_id

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pal.config import ConfigError
 from pal.segmentation import IGNORE
 
 ProgressFn = Callable[[str, int, int], None]
@@ -22,6 +24,72 @@ ProgressFn = Callable[[str, int, int], None]
 
 class TrainingDivergedError(RuntimeError):
     """The training loss became NaN or infinite (typically a learning rate set too high)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """Where and how networks run: the device, the autocast dtype (``None``: fp32) and the
+    memory format of images and convolutions."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None = None
+    memory_format: torch.memory_format = torch.contiguous_format
+
+    @classmethod
+    def from_config(cls, config) -> Runtime:
+        """Resolve ``device``, ``precision`` and ``memory_format`` (see :func:`resolve_device`
+        and :func:`resolve_speed`).
+
+        Raises:
+            ConfigError: ``device: ...`` or ``precision: ...`` for what this machine lacks.
+        """
+        device = resolve_device(config.device)
+        return cls(device, *resolve_speed(config, device))
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.autocast_dtype is not None else "fp32"
+
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast on the device when the precision resolved to bf16 (a no-op context
+        otherwise); scores and losses are reduced in fp32 inside it."""
+        return torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.bfloat16,
+            enabled=self.autocast_dtype is not None,
+        )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' asked for but no CUDA GPU is available; use auto or cpu")
+    return torch.device(name)
+
+
+def resolve_speed(config, device: torch.device) -> tuple[torch.dtype | None, Any]:
+    """The autocast dtype (``None``: fp32) and the image memory format for ``device``.
+
+    ``auto`` means bf16 autocast and channels-last on a CUDA GPU with bf16 support (Ampere and
+    later), fp32 and contiguous elsewhere: on CPUs both cost more than they save.
+
+    Raises:
+        ConfigError: ``precision: ...`` for bf16 on a GPU without bf16 support.
+    """
+    gpu = device.type == "cuda"
+    bf16_ok = not gpu or torch.cuda.is_bf16_supported()
+    if config.precision == "bf16" and not bf16_ok:
+        raise ConfigError("precision: this GPU has no bf16 support; use fp32 or auto")
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and gpu and bf16_ok)
+    channels_last = config.memory_format == "channels_last" or (
+        config.memory_format == "auto" and gpu
+    )
+    return (
+        torch.bfloat16 if use_bf16 else None,
+        torch.channels_last if channels_last else torch.contiguous_format,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

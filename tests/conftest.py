@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import pal
-from pal.datasets import ImageData
+from pal.data import ImageData
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

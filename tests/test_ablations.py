@@ -8,8 +8,8 @@ import pytest
 
 import pal
 from pal.cli import main
+from pal.jobs import load_job
 from pal.reports import COLORS
-from pal.sweeps import load_job
 from tests.conftest import REPO
 from tests.test_reports import pixels_of
 

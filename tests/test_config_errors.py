@@ -236,10 +236,10 @@ def test_sizes_beyond_the_pool_fail_run_experiment_before_training(no_training):
 def test_sizes_at_the_limit_are_accepted():
     exp = build(rounds=18)  # 120 + 18 x 60 == 1200: the whole pool, exactly
     assert (exp.initial_size, exp.query_size) == (120, 60)
-    assert len(exp.unlabeled_indices()) == 18 * exp.query_size
+    assert len(exp.pool.unlabeled) == 18 * exp.query_size
     exp = build(val_size=N_TRAIN - 1, rounds=0)  # a pool of one sample; no query runs
-    assert exp.initial_size == 1 and len(exp.val) == N_TRAIN - 1
-    assert len(build(pool_size=N_TRAIN).pool) == N_TRAIN
+    assert exp.initial_size == 1 and len(exp.pool.val) == N_TRAIN - 1
+    assert len(build(pool_size=N_TRAIN).pool.indices) == N_TRAIN
 
 
 # ------------------------------------------------------------------ strategy-specific checks
@@ -295,14 +295,14 @@ def test_missing_classes_that_leave_the_initial_pool_too_small():
     assert 0 < left < 300  # only the nines are eligible
     # the same nine missing classes with an initial pool the nines can fill are fine
     exp = build(missing_classes=nine, initial_size=50)
-    assert set(exp.task.y_true[exp.labeled_indices()].tolist()) == {9}
+    assert set(exp.task.y_true[exp.pool.labeled].tolist()) == {9}
 
 
 def test_missing_classes_accept_indices_on_digits():
     exp = build(missing_classes=[0, 1])  # ints, as YAML would give them
     assert exp.config.missing_classes == ("0", "1")
     assert exp.missing_class_ids.tolist() == [0, 1]
-    labeled_classes = set(exp.task.y_true[exp.labeled_indices()].tolist())
+    labeled_classes = set(exp.task.y_true[exp.pool.labeled].tolist())
     assert labeled_classes.isdisjoint({0, 1}) and len(labeled_classes) == 8
 
 
@@ -320,7 +320,7 @@ def test_missing_classes_accept_names_and_indices():
     )
     exp = Experiment(config.replace(missing_classes=["cat", 2]), data=data)
     assert exp.missing_class_ids.tolist() == [0, 2]
-    assert set(exp.task.y_true[exp.labeled_indices()].tolist()) == {1}  # only dogs
+    assert set(exp.task.y_true[exp.pool.labeled].tolist()) == {1}  # only dogs
     # a name and the index of the same class count once
     exp = Experiment(config.replace(missing_classes=["dog", "1"]), data=data)
     assert exp.missing_class_ids.tolist() == [1]

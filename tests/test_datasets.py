@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from pal.config import ConfigError
-from pal.datasets import (
+from pal.data import (
     DataError,
     ImageData,
     list_datasets,
@@ -78,6 +78,39 @@ def test_list_datasets():
     names = list_datasets()
     assert {"digits", "cifar10", "svhn", "caltech101"} <= set(names)
     assert names[-2:] == ["npz:PATH", "folder:PATH"]
+
+
+def test_a_registered_prefix_is_a_dataset_path_form(tmp_path, monkeypatch):
+    import pal
+    from pal.data import PREFIXES, absolute_dataset, register_prefix
+
+    def tiny(name, path, data_dir, image_size):
+        x = torch.full((4, 1, 6, 6), int(path), dtype=torch.uint8)
+        y = torch.tensor([0, 1, 0, 1])
+        return ImageData(name, x, y, x[:2].clone(), y[:2].clone(), ["a", "b"], "crop")
+
+    register_prefix("mem:", "a test's tensors", local_path=False)(tiny)
+    try:
+        data = pal.load_dataset("mem:7", data_dir=str(tmp_path), image_size=8)
+        assert data.name == "mem:7" and data.image_hw == (8, 8)  # load_dataset resized it
+        assert bool((data.x_train == 7).all()) and data.y_test.tolist() == [0, 1]
+        assert list_datasets()[-3:] == ["npz:PATH", "folder:PATH", "mem:PATH"]
+        with pytest.raises(DataError, match=r"or mem:PATH \(a test's tensors\)"):
+            load_dataset("cifar", data_dir=str(tmp_path))
+        with pytest.raises(DataError, match=r"mem:PATH needs a path after 'mem:'"):
+            load_dataset("mem:", data_dir=str(tmp_path))
+        with pytest.raises(ValueError, match="already registered"):
+            register_prefix("mem:", "again")(tiny)
+        assert absolute_dataset("mem:7") == "mem:7"  # not a file path: left alone
+    finally:
+        PREFIXES.pop("mem:", None)
+    base = tmp_path.resolve()
+    monkeypatch.chdir(base)
+    monkeypatch.setenv("HOME", str(base / "home"))
+    assert absolute_dataset("npz:rel/x.npz") == f"npz:{base / 'rel' / 'x.npz'}"
+    assert absolute_dataset("folder:~/imgs") == f"folder:{base / 'home' / 'imgs'}"
+    assert absolute_dataset("npz:/abs/x.npz") == "npz:/abs/x.npz"
+    assert absolute_dataset("digits") == "digits"
 
 
 def test_bad_image_size(tmp_path):

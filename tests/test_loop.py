@@ -43,9 +43,9 @@ def test_missing_classes_are_absent_from_round_zero_only(fast_run):
 
 def test_queries_never_touch_the_validation_set_or_the_initial_pool():
     exp = Experiment(pal.make_config(**FAST, strategy="random"))
-    initial = set(exp.labeled_indices().tolist())
-    val = set(exp.val.tolist())
-    pool = set(exp.pool.tolist())
+    initial = set(exp.pool.labeled.tolist())
+    val = set(exp.pool.val.tolist())
+    pool = set(exp.pool.indices.tolist())
     assert len(val) == 40 and not (initial & val) and initial <= pool
     records = list(exp.rounds())
     picked = {i for r in records for i in r.selected}
@@ -80,7 +80,7 @@ def test_label_noise_reaches_the_labeled_pool_and_is_counted():
     exp = Experiment(config)
     records = list(exp.rounds())
     last = records[-1]
-    labeled = exp.labeled_indices()
+    labeled = exp.pool.labeled
     flips = (exp.task.oracle(labeled) != exp.task.y_true[labeled]).sum()
     assert last.n_noisy_labels == flips
     assert last.n_noisy_labels / last.n_labeled == pytest.approx(0.3, abs=0.06)

@@ -115,7 +115,7 @@ def test_pixel_shares_and_dropped_classes():
 def test_digit_scenes_are_digits_on_a_blank_canvas_labelled_by_class():
     import numpy as np
 
-    from pal.datasets import digit_scenes, load_digits
+    from pal.data.digits import digit_scenes, load_digits
 
     data = load_digits("data", False, None)
     digits, labels = data.x_train[:, 0].numpy(), data.y_train.numpy()
@@ -151,7 +151,7 @@ def test_segnets_give_full_size_logits_and_a_pooled_embedding(name, stride, chan
 def test_segcnn_learns_digit_scenes():
     import torch.nn.functional as F
 
-    from pal.datasets import digit_scenes, load_digits
+    from pal.data.digits import digit_scenes, load_digits
     from pal.segnets import build_segnet
 
     data = load_digits("data", False, None)

@@ -13,7 +13,7 @@ import torch
 import pal
 from pal.cli import main
 from pal.config import ConfigError
-from pal.datasets import DataError, ImageData, load_dataset, resize_masks
+from pal.data import DataError, ImageData, load_dataset, resize_masks
 from pal.loop import Experiment
 from pal.segmentation import IGNORE, confusion_matrix, iou
 from pal.segnets import build_segnet
@@ -282,7 +282,7 @@ def test_pal_ranks_the_hybrid_score_of_s_s_and_s_c(scenes, monkeypatch):
 # ---------------------------------------------------------------------- the loop
 def test_missing_classes_leave_no_pixel_in_the_initial_masks(scenes):
     exp = Experiment(pal.make_config(SEG, strategy="random", missing_classes=["3", "7"]))
-    initial = exp.labeled_indices()
+    initial = exp.pool.labeled
     missing_ids = [4, 8]  # mask values of digits 3 and 7 (0 is background)
     masks = exp.task.labels[torch.as_tensor(initial)]
     assert not torch.isin(masks, torch.tensor(missing_ids, dtype=torch.uint8)).any()
@@ -292,7 +292,7 @@ def test_missing_classes_leave_no_pixel_in_the_initial_masks(scenes):
     assert (masks[had] == IGNORE).all() and torch.equal(masks[~had], truth[~had])
     # images are kept (only annotations go), and other images keep their annotations
     assert len(initial) == SEG["initial_size"]
-    rest = torch.as_tensor(exp.unlabeled_indices())
+    rest = torch.as_tensor(exp.pool.unlabeled)
     assert torch.equal(exp.task.labels[rest], scenes.m_train[rest])
     record = exp.run_round()
     assert record.labeled_class_counts["3"] == record.labeled_class_counts["7"] == 0

@@ -12,8 +12,7 @@ import torch
 
 import pal
 from pal.config import ConfigError
-from pal.loop import resolve_speed
-from pal.training import FitSpec
+from pal.training import FitSpec, resolve_speed
 from tests.conftest import FAST, REPO
 
 

@@ -6,7 +6,8 @@ import pytest
 
 import pal
 from pal.config import ConfigError
-from pal.sweeps import load_job, to_tune_space, validate_job
+from pal.jobs import load_job, validate_job
+from pal.sweeps import to_tune_space
 from tests.conftest import REPO, child_runs
 
 QUICKSTART = REPO / "tune_jobs" / "quickstart.py"
