@@ -84,6 +84,28 @@ def test_quickstart_smoke_sweep_tracks_every_round(ray_local, mlflow_server, tmp
         assert run.data.tags["pal.sweep"] == "quickstart" and run.data.tags["ray.node"]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.yaml", "learning_curve.png", "rounds"} <= artifacts
+    # Tune's reports and MLflow's metrics are one dict per round (RoundRecord.metrics): the
+    # same keys, less those whose every value was NaN (MLflow leaves NaN out)
+    from ray.tune import result as tune_result
+
+    tune_own = {
+        *tune_result.AUTO_RESULT_KEYS,
+        tune_result.DONE,
+        tune_result.TRIAL_ID,
+        tune_result.EXPERIMENT_TAG,
+        tune_result.SHOULD_CHECKPOINT,
+    }
+    by_trial = {run.data.tags["ray.trial_id"]: run for run in runs}
+    for trial in result.result_grid:
+        frame = trial.metrics_dataframe
+        reported = {
+            key
+            for key in frame.columns
+            if key not in tune_own and not key.startswith("config/") and frame[key].notna().any()
+        }
+        logged = set(by_trial[trial.metrics["trial_id"]].data.metrics)
+        assert reported == logged
+        assert {"val_auc", "round", "query_class_rate/0", "ss_sc_spearman"} <= logged
     assert parent.data.tags.get("pal.kind") == "sweep"
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"

@@ -100,6 +100,32 @@ def test_round_metrics_have_one_value_per_round(pal_run):
     assert {m.step: m.value for m in test_acc} == {r.round: r.test_accuracy for r in result.rounds}
 
 
+def test_the_run_logs_exactly_the_records_metrics(pal_run):
+    result, client = pal_run
+    logged = set(client.get_run(result.run_id).data.metrics)
+    finite = {k for r in result.rounds for k, v in r.metrics().items() if v == v}  # NaN: not logged
+    assert logged == finite
+    assert "val_auc" in logged and "round" in logged
+    val_auc = {m.step: m.value for m in client.get_metric_history(result.run_id, "val_auc")}
+    val = [r.val_accuracy for r in result.rounds]
+    assert val_auc == {
+        r.round: pytest.approx(sum(val[: r.round + 1]) / (r.round + 1)) for r in result.rounds
+    }
+
+
+def test_experiments_pal_creates_say_they_hold_model_training(pal_run, store):
+    from pal.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
+    result, client = pal_run
+    experiment = client.get_experiment(client.get_run(result.run_id).info.experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == "custom_model_development" == EXPERIMENT_KIND
+    # an experiment made without the tag (by an older pal, or by hand) gets it when pal uses it
+    bare = client.create_experiment("made-by-hand")
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(bare).tags
+    assert get_or_create_experiment(client, "made-by-hand", store) == bare
+    assert client.get_experiment(bare).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+
+
 def test_class_shares_sum_to_one_per_round(pal_run):
     result, client = pal_run
     query = history(client, result.run_id, "query_class_rate/")
@@ -255,6 +281,24 @@ def test_a_failing_experiment_ends_its_run_failed(store):
     runs = client.search_runs([client.get_experiment_by_name("failing").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
     assert steps(client, runs[0].info.run_id, "test_accuracy") == [0]  # logged before the error
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(KeyboardInterrupt, "KILLED"), (SystemExit, "KILLED"), (RuntimeError, "FAILED")],
+)
+def test_the_tracker_ends_its_run_by_how_the_block_ends(store, error, status):
+    """Ctrl-C and Tune stopping a trial (``SystemExit`` from ``tune.report``) end the run
+    KILLED, any other error FAILED; the block's own error is what the caller sees."""
+    config = pal.make_config(**{**FAST, "rounds": 0}, strategy="random")
+    name = f"ended-{status}-{error.__name__}"
+    with pytest.raises(error), MLflowTracker(config, store, experiment_name=name) as tracker:
+        Experiment(config).run((tracker,))
+        raise error()
+    client = MlflowClient(store)
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == status
+    assert steps(client, tracker.run_id, "test_accuracy") == [0]  # what was logged stays
 
 
 def test_tracking_off_creates_no_run(store):
