@@ -26,7 +26,6 @@ import pal
 from benchmarks.naive import run_naive
 from benchmarks.phases import run_phases
 from benchmarks.segmentation import markdown as segmentation_markdown
-from benchmarks.segmentation import run_segmentation_phases
 from benchmarks.tune_overhead import gpu_packing, tune_overhead
 from pal.loop import Experiment
 
@@ -127,18 +126,15 @@ def run(config_name: str, out_dir: Path, with_tune: bool, device: str, overrides
         "config": config_name,
         "settings": experiment.config.to_dict(),
         "device": str(experiment.device),
-        "precision": "bf16" if experiment.autocast_dtype is not None else "fp32",
+        "precision": experiment.runtime.precision,
         "memory_format": "channels_last"
-        if experiment.normalize.memory_format == torch.channels_last
+        if experiment.runtime.memory_format == torch.channels_last
         else "contiguous",
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    segmentation = experiment.task.kind == "segmentation"
-    if segmentation:  # the naive reference loop is for classification
-        result["pal"] = run_segmentation_phases(experiment, n_labeled, repeats=3)
-    else:
-        result["pal"] = run_phases(experiment, n_labeled, repeats=3)
+    result["pal"] = run_phases(experiment, n_labeled, repeats=3)
+    if experiment.task.kind == "classification":  # the naive reference loop is for it alone
         result["naive"] = run_naive(experiment, n_labeled)
         pal_s = sum(result["pal"][p]["seconds"] for p in COMMON)
         naive_s = sum(result["naive"][p]["seconds"] for p in COMMON)

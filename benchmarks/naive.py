@@ -76,7 +76,7 @@ def _train(model, loader, epochs, lr, device, loss_of) -> list[float]:
 def run_naive(experiment: Experiment, n_labeled: int) -> dict[str, Any]:
     """Task training, scoring training and scoring of one round, the usual way."""
     cfg, dev = experiment.config, experiment.device
-    pool = experiment.unlabeled_indices()
+    pool = experiment.pool.unlabeled
     labeled, unlabeled = pool[:n_labeled], pool[n_labeled:]
     channels, h, w = experiment.x_train.shape[1:]
     k = len(experiment.classes)

@@ -1,16 +1,20 @@
-"""One PAL round broken into phases, timed on the library's own code paths.
+"""One PAL round broken into phases, timed on the code users run.
 
 Phases: task training, scoring-network training, scoring the pool (``S_S`` and ``S_C``), and the
-``K - 1`` sub-query fine-tunes with their re-scores (``S_D``). Beside scoring, the bare forward
-passes it needs (the four rotations of each image in one batched pass through the body and both
-heads, no scores) are timed in the same run, so their ratio says what the scores cost on top.
-Training phases also count model FLOPs per image (``torch.utils.flop_counter``) to give FLOP/s
-and, on a GPU with a known bf16 peak, model FLOP utilisation.
+``K - 1`` sub-query fine-tunes with their re-scores (``S_D``). The last three are the task's
+pretext (:func:`pal.pretext.pretext_for`) as ``PALStrategy.choose`` calls it: its ``build``,
+``train``, ``score`` and ``finetuner``, so one :func:`run_phases` times classification (rotation
+prediction) and segmentation (SimCLR) alike. Beside scoring, the bare forward passes it needs
+(:data:`BARE_FORWARD`: the same chunks and network passes, no scores) are timed in the same
+run, so their ratio says what the scores cost on top. Training phases also count model FLOPs
+per image (``torch.utils.flop_counter``, one batch of the training loss) to give FLOP/s and, on
+a GPU with a known bf16 peak, model FLOP utilisation.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,11 +23,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pal import scoring
 from pal.loop import Experiment
-from pal.models import ScoringNet, build_backbone
-from pal.rng import seeded_init
+from pal.models import ScoringNet
+from pal.pretext import pretext_for
+from pal.pretext.simclr import SegScoringNet
+from pal.segmentation import IGNORE
 from pal.strategies.base import QueryContext
-from pal.strategies.pal import _Finetuner, score_pool, train_scoring_net
-from pal.training import FitSpec, eval_chunks
+from pal.training import eval_chunks
 
 # dense bf16 tensor-core peaks (FLOP/s), by a substring of torch.cuda.get_device_name()
 BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -49,97 +54,56 @@ def bf16_peak(device: torch.device) -> float | None:
     return next((peak for key, peak in BF16_PEAK.items() if key in name), None)
 
 
-def train_flops_per_image(model: torch.nn.Module, x: torch.Tensor, loss_of) -> float:
-    """Model FLOPs of one forward and backward pass per image of the batch ``x``."""
+def train_flops_per_image(
+    model: torch.nn.Module, batch_loss: Callable[[], torch.Tensor], batch_size: int
+) -> float:
+    """Model FLOPs of one forward and backward pass of ``batch_loss()`` (a training loss of
+    ``batch_size`` images through ``model``) per image."""
     model.train()
     with FlopCounterMode(display=False) as counter:
-        loss_of(model, x).backward()
+        batch_loss().backward()
     model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / x.shape[0]
+    return counter.get_total_flops() / batch_size
+
+
+def task_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The task network's training loss: cross-entropy of ``logits [B, K]`` and labels ``[B]``
+    (classification) or of ``[B, K, H, W]`` and masks ``[B, H, W]`` (segmentation, 255 left
+    out)."""
+    return F.cross_entropy(logits.float(), targets.long(), ignore_index=IGNORE)
 
 
 def run_phases(experiment: Experiment, n_labeled: int, repeats: int = 1) -> dict[str, Any]:
     """Time each phase of one PAL round of ``experiment``'s config on its first ``n_labeled``
     pool samples as ``D_L`` and the rest of the pool as ``D_U``.
 
-    Returns a dict of phases, each ``{"seconds", "images", "images_per_s", ...}``, and
-    ``scoring_vs_bare_forward`` (the throughput ratio; 1.0 means the scores cost nothing).
+    Returns a dict of phases, each ``{"seconds", "images", "images_per_s", ...}``,
+    ``scoring_vs_bare_forward`` (the throughput ratio; 1.0 means the scores cost nothing) and
+    ``subquery_finetune`` (``steps = 0`` when the config takes no sub-queries: ``lambda2 = 0``
+    or ``K = 1``).
     """
     cfg, dev = experiment.config, experiment.device
-    pool = torch.as_tensor(experiment.unlabeled_indices(), device=dev)
+    pool = torch.as_tensor(experiment.pool.unlabeled, device=dev)
     labeled, unlabeled = pool[:n_labeled], pool[n_labeled:]
-    x, labels = experiment.x_train, experiment.task.labels
+    x, labels, norm = experiment.x_train, experiment.task.labels, experiment.normalize
     out: dict[str, Any] = {"n_labeled": int(labeled.numel()), "n_unlabeled": int(unlabeled.numel())}
     peak = bf16_peak(dev)
+    batch = labeled[: cfg.batch_size]
 
-    with experiment.autocast():
+    with experiment.runtime.autocast():
         # task training: the task network from scratch on D_L
         task, seconds = timed(
             lambda: experiment.task.train(
-                x, labeled.cpu().numpy(), 0, experiment.normalize, experiment.augment_mode, None
+                x, labeled.cpu().numpy(), 0, norm, experiment.augment_mode, None
             ),
             dev,
         )
-        images = cfg.epochs_task * labeled.numel()
         flops = train_flops_per_image(
-            task,
-            experiment.normalize(x[labeled[: cfg.batch_size]]),
-            lambda m, b: F.cross_entropy(m(b), labels[labeled[: b.shape[0]]]),
+            task, lambda: task_loss(task(norm(x[batch])), labels[batch]), batch.numel()
         )
-        out["task_training"] = _phase(seconds, images, flops, peak)
+        out["task_training"] = _phase(seconds, cfg.epochs_task * labeled.numel(), flops, peak)
 
-        # scoring-network training: four rotations per image, rotation + class loss
-        channels, h, w = x.shape[1:]
-        with seeded_init(cfg.seed, "bench-scoring"):
-            net = ScoringNet(
-                build_backbone(cfg.scoring_backbone, channels, (h, w)), len(experiment.classes)
-            )
-        net.to(dev, memory_format=experiment.normalize.memory_format)
-        spec = FitSpec.from_config(cfg, "scoring")
-        gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-        _, seconds = timed(
-            lambda: train_scoring_net(
-                net,
-                x[labeled],
-                labels[labeled],
-                experiment.normalize,
-                spec,
-                experiment.augment_mode,
-                gen,
-            ),
-            dev,
-        )
-
-        def scoring_loss(m, b):
-            rot, cls = m(scoring.rotations(b))
-            n = b.shape[0]
-            return F.cross_entropy(rot, scoring.rotation_labels(n, dev)) + F.cross_entropy(
-                cls.view(n, 4, -1)[:, 0], labels[labeled[:n]]
-            )
-
-        flops = train_flops_per_image(
-            net, experiment.normalize(x[labeled[: cfg.batch_size]]), scoring_loss
-        )
-        out["scoring_training"] = _phase(seconds, cfg.epochs_scoring * labeled.numel(), flops, peak)
-
-        # scoring the pool vs the bare forward passes it needs, alternated, best of `repeats`
-        bs = cfg.eval_batch_size
-        score_s, bare_s = [], []
-        for _ in range(max(1, repeats)):
-            scores, s = timed(lambda: score_pool(net, x[unlabeled], experiment.normalize, bs), dev)
-            score_s.append(s)
-            _, s = timed(lambda: bare_forward(net, x[unlabeled], experiment.normalize, bs), dev)
-            bare_s.append(s)
-        n_pool = unlabeled.numel()
-        out["scoring"] = _phase(min(score_s), n_pool)
-        out["bare_forward"] = _phase(min(bare_s), n_pool)
-        out["scoring_vs_bare_forward"] = min(bare_s) / min(score_s)
-
-        # sub-query fine-tunes and re-scores of the still-unchosen pool (finetune_scope)
-        sizes = scoring.subquery_sizes(experiment.query_size, cfg.subqueries)
-        keep = cfg.finetune_scope == "head"
-        if keep:
-            scores = score_pool(net, x[unlabeled], experiment.normalize, bs, keep_features=True)
+        # the query's context, as the loop makes it; the pretext as PALStrategy.choose runs it
         ctx = QueryContext(
             config=cfg,
             x=x,
@@ -148,18 +112,50 @@ def run_phases(experiment: Experiment, n_labeled: int, repeats: int = 1) -> dict
             unlabeled=unlabeled,
             num_classes=len(experiment.classes),
             task_model=task,
-            normalize=experiment.normalize,
+            normalize=norm,
             augment_mode=experiment.augment_mode,
             seed=cfg.seed,
+            task=experiment.task.kind,
         )
-        finetuner = _Finetuner(net, scores.features if keep else None, ctx, cfg)
-        order = torch.argsort(scores.s_s + cfg.lambda1 * scores.s_c, descending=True)
-        seconds, done = 0.0, 0
-        for size in sizes[:-1]:
-            done += size
-            picked, remaining = order[:done], order[done:]
-            _, s = timed(lambda p=picked, r=remaining: finetuner.diversity_score(p, r), dev)
-            seconds += s
+        pretext = pretext_for(ctx.task)
+
+        # scoring-network training: pretext loss + class loss on D_L
+        net = pretext.build(ctx)
+        _, seconds = timed(lambda: pretext.train(net, ctx), dev)
+        loss = pretext.training_loss(net, ctx, ctx.generator("bench-flops"))
+        positions = torch.arange(batch.numel(), device=dev)  # the first batch of D_L
+        flops = train_flops_per_image(net, lambda: loss(positions), batch.numel())
+        out["scoring_training"] = _phase(seconds, cfg.epochs_scoring * labeled.numel(), flops, peak)
+
+        # scoring the pool vs the bare forward passes it needs, alternated, best of `repeats`
+        bare = BARE_FORWARD.get(pretext.name)
+        score_s, bare_s = [], []
+        for _ in range(max(1, repeats)):
+            _, s = timed(lambda: pretext.score(net, ctx), dev)
+            score_s.append(s)
+            if bare is not None:
+                _, s = timed(lambda: bare(net, x[unlabeled], norm, cfg.eval_batch_size), dev)
+                bare_s.append(s)
+        out["scoring"] = _phase(min(score_s), unlabeled.numel())
+        if bare is not None:
+            out["bare_forward"] = _phase(min(bare_s), unlabeled.numel())
+            out["scoring_vs_bare_forward"] = min(bare_s) / min(score_s)
+
+        # sub-query fine-tunes and re-scores of the still-unchosen pool (finetune_scope), on
+        # the top of S_S + lambda1 S_C as the sub-queries so far
+        n = experiment.query_size
+        sizes = scoring.subquery_sizes(n, cfg.subqueries) if cfg.lambda2 > 0 else [n]
+        seconds = 0.0
+        if len(sizes) > 1:
+            scores = pretext.score(net, ctx, keep=cfg.finetune_scope == "head")
+            diversity = pretext.finetuner(net, scores, ctx)
+            order = torch.argsort(scores.s_s + cfg.lambda1 * scores.s_c, descending=True)
+            done = 0
+            for size in sizes[:-1]:
+                done += size
+                picked, remaining = order[:done], order[done:]
+                _, s = timed(lambda p=picked, r=remaining: diversity(p, r), dev)
+                seconds += s
         out["subquery_finetune"] = {
             "seconds": seconds,
             "steps": len(sizes) - 1,
@@ -172,15 +168,41 @@ def run_phases(experiment: Experiment, n_labeled: int, repeats: int = 1) -> dict
     return out
 
 
+# ------------------------------------------------------------------ the bare references
 @torch.inference_mode()
-def bare_forward(net: ScoringNet, x: torch.Tensor, normalize, batch_size: int) -> None:
-    """The forward passes scoring needs and nothing else: 4 rotations, body, both heads."""
+def bare_rotation_forward(net: ScoringNet, x: torch.Tensor, normalize, batch_size: int) -> None:
+    """What rotation scoring runs, without the scores: 4 rotations, body, both heads."""
     net.eval()
-    for chunk in eval_chunks(x, batch_size, passes=4):  # the same chunks as score_pool
+    for chunk in eval_chunks(x, batch_size, passes=4):  # the same chunks as rotation.score_pool
         b = chunk.shape[0]
         z = net.backbone(scoring.rotations(normalize(chunk)))
         net.rotation_head(z)
         net.class_head(z.view(b, 4, -1)[:, 0])
+
+
+@torch.inference_mode()
+def bare_simclr_forward(net: SegScoringNet, x: torch.Tensor, normalize, batch_size: int) -> None:
+    """What SimCLR scoring runs, without the views' sampling and the scores: the encoder on
+    three images per image, the class head upsampled to full size, the projection head on
+    two."""
+    net.eval()
+    for chunk in eval_chunks(x, batch_size, passes=3):  # the same chunks as simclr.score_pool
+        b = chunk.shape[0]
+        images = normalize(chunk)
+        feats, pooled = net.encode(torch.cat([images, images, images]))
+        logits = net.segnet.head(feats[:b])
+        F.interpolate(logits, chunk.shape[-2:], mode="bilinear", align_corners=False)
+        net.projection(pooled[b:])
+
+
+BareForward = Callable[[torch.nn.Module, torch.Tensor, Any, int], None]
+BARE_FORWARD: dict[str, BareForward] = {
+    "rotation": bare_rotation_forward,
+    "simclr": bare_simclr_forward,
+}
+"""The reference of each pretext's scoring, by pretext name: ``(net, x uint8 [U, C, H, W],
+normalize, eval_batch_size)``, the network passes of its ``score`` and nothing else. A pretext
+without one is timed without the ratio."""
 
 
 def _phase(seconds: float, images: int, flops_per_image: float | None = None, peak=None) -> dict:

@@ -20,7 +20,9 @@ import yaml
 
 import pal
 import pal.loop
-import pal.strategies.pal
+import pal.pretext.base
+import pal.pretext.rotation
+import pal.pretext.simclr
 import pal.tasks
 import pal.training
 from pal import Config, ConfigError, DataError, ImageData, make_config
@@ -50,7 +52,8 @@ def no_training(monkeypatch):
     monkeypatch.setattr(pal.tasks, "train_segmenter", forbidden)
     monkeypatch.setattr(pal.training, "train_classifier", forbidden)
     monkeypatch.setattr(pal.training, "fit", forbidden)
-    monkeypatch.setattr(pal.strategies.pal, "fit", forbidden)
+    for pretext in (pal.pretext.base, pal.pretext.rotation, pal.pretext.simclr):
+        monkeypatch.setattr(pretext, "fit", forbidden)
 
 
 def build(**overrides) -> Experiment:

@@ -15,10 +15,10 @@ from pal.cli import main
 from pal.config import ConfigError
 from pal.data import DataError, ImageData, load_dataset, resize_masks
 from pal.loop import Experiment
+from pal.pretext import simclr
 from pal.segmentation import IGNORE, confusion_matrix, iou
 from pal.segnets import build_segnet
 from pal.strategies import STRATEGIES, QueryContext, build_strategy
-from pal.strategies import pal_segmentation as pal_seg
 from pal.training import Normalizer, augment_with_masks, pixel_cross_entropy
 from tests.conftest import REPO
 
@@ -244,19 +244,19 @@ def test_segmentation_config_errors_name_the_field():
 
 def test_pal_scores_of_an_image_do_not_depend_on_the_rest_of_the_pool(scenes):
     torch.manual_seed(0)
-    net = pal_seg.SegScoringNet(build_segnet("segcnn", 1, scenes.num_classes))
+    net = simclr.SegScoringNet(build_segnet("segcnn", 1, scenes.num_classes))
     normalize = Normalizer(scenes.x_train)
     index = torch.arange(40, 100)
-    whole = pal_seg.score_seg_pool(net, scenes.x_train[index], index, normalize, 64, seed=9)
+    whole = simclr.score_pool(net, scenes.x_train[index], index, normalize, 64, seed=9)
     part = index[[5, 17, 31]]
-    some = pal_seg.score_seg_pool(net, scenes.x_train[part], part, normalize, 64, seed=9)
+    some = simclr.score_pool(net, scenes.x_train[part], part, normalize, 64, seed=9)
     assert torch.allclose(whole.s_s[[5, 17, 31]], some.s_s, atol=1e-5)
     assert torch.allclose(whole.s_c[[5, 17, 31]], some.s_c, atol=1e-5)
-    alone = pal_seg.score_seg_pool(
+    alone = simclr.score_pool(
         net, scenes.x_train[part], part, normalize, 64, seed=9, with_s_c=False
     )
     assert torch.allclose(alone.s_s, some.s_s, atol=1e-5)  # S_S without S_C's passes
-    other = pal_seg.score_seg_pool(net, scenes.x_train[part], part, normalize, 64, seed=10)
+    other = simclr.score_pool(net, scenes.x_train[part], part, normalize, 64, seed=10)
     assert not torch.allclose(other.s_s, some.s_s)  # the seed decides the views
     assert (whole.s_c <= 1e-6).all()  # -KL(U || p) <= 0
 
@@ -264,13 +264,13 @@ def test_pal_scores_of_an_image_do_not_depend_on_the_rest_of_the_pool(scenes):
 def test_pal_ranks_the_hybrid_score_of_s_s_and_s_c(scenes, monkeypatch):
     """With lambda1 = 0.5 and no fine-tune, the query is the top of S_S + 0.5 S_C."""
     seen = {}
-    original = pal_seg.score_seg_pool
+    original = simclr.SimCLRPretext.score
 
     def spy(*args, **kwargs):
         seen["scores"] = original(*args, **kwargs)
         return seen["scores"]
 
-    monkeypatch.setattr(pal_seg, "score_seg_pool", spy)
+    monkeypatch.setattr(simclr.SimCLRPretext, "score", spy)
     config = pal.make_config(SEG, strategy="pal")
     ctx = seg_context(scenes, config, range(30), range(30, 130))
     chosen = build_strategy(config).query(ctx, 10).indices

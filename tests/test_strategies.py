@@ -11,8 +11,8 @@ from torch import nn
 import pal
 from pal import scoring
 from pal.models import TaskNet, build_backbone
+from pal.pretext import PRETEXTS, PoolScores, Pretext, pretext_for, rotation, simclr
 from pal.strategies import STRATEGIES, PoolExhaustedError, QueryContext, build_strategy
-from pal.strategies import pal as pal_strategy
 from pal.training import Normalizer
 
 
@@ -164,7 +164,7 @@ def test_lambda2_zero_runs_no_finetune(digits, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("fine-tuning ran although lambda2 = 0")
 
-    monkeypatch.setattr(pal_strategy._Finetuner, "diversity_score", fail)
+    monkeypatch.setattr(rotation.RotationPretext, "finetuner", fail)
     config = SMALL.replace(lambda2=0.0, subqueries=5)
     ctx = make_context(digits, config, range(60), range(60, 200))
     assert build_strategy(config).query(ctx, 20).indices.numel() == 20
@@ -178,7 +178,7 @@ def test_head_rotation_score_hand_values():
     feats = torch.eye(4).expand(2, 4, 4).clone()  # rotation i has feature e_i
     feats[1] = 0.0  # no signal: uniform rotation probabilities
     # sample 0: p(correct) = 3 / (3 + 1 + 1 + 1) = 0.5 per rotation -> S = -2
-    got = pal_strategy.head_rotation_score(head, feats)
+    got = rotation.head_rotation_score(head, feats)
     assert got.tolist() == pytest.approx([-2.0, -1.0])
 
 
@@ -228,7 +228,7 @@ def test_scoring_uses_four_passes_per_image(digits, monkeypatch):
     calls = []
     original = net.backbone.forward
     monkeypatch.setattr(net.backbone, "forward", lambda t: calls.append(len(t)) or original(t))
-    scores = pal_strategy.score_pool(net, x, Normalizer(x), batch_size=64)
+    scores = rotation.score_pool(net, x, Normalizer(x), batch_size=64)
     assert sum(calls) == 4 * 16
     assert scores.s_s.shape == scores.s_c.shape == (16,)
     assert ((scores.s_s >= -4) & (scores.s_s <= 0)).all() and (scores.s_c <= 1e-6).all()
@@ -238,3 +238,72 @@ def test_scoring_uses_four_passes_per_image(digits, monkeypatch):
         rot_logits, _ = net(scoring.rotations(Normalizer(x)(x)))
     expected = scoring.rotation_score(rot_logits.softmax(1).view(16, 4, 4))
     assert torch.allclose(scores.s_s, expected, atol=1e-5)
+
+
+# ------------------------------------------------------------------ the pretext seam
+def test_pretext_for_picks_the_registered_pretext_of_the_task():
+    assert isinstance(pretext_for("classification"), rotation.RotationPretext)
+    assert isinstance(pretext_for("segmentation"), simclr.SimCLRPretext)
+    assert set(STRATEGIES.get("pal").tasks) == {"classification", "segmentation"}
+    with pytest.raises(pal.ConfigError, match="no pretext task for 'detection'"):
+        pretext_for("detection")
+
+
+def test_rotation_pretext_needs_square_images():
+    with pytest.raises(pal.ConfigError, match=r"rotation task needs square images, got \(8, 6\)"):
+        STRATEGIES.get("pal").check_config(SMALL, 15, (8, 6), "classification")
+    STRATEGIES.get("pal").check_config(SMALL, 15, (8, 6), "segmentation")  # SimCLR: any shape
+
+
+class RecordingPretext(Pretext):
+    """A pretext that scores by position and logs what PAL asks of it."""
+
+    tasks = ("toy",)
+    calls: list = []
+
+    def network(self, ctx):
+        self.calls.append("network")
+        return nn.Linear(ctx.x[0].numel(), 1)
+
+    def training_loss(self, net, ctx, generator, compile=False):
+        x = ctx.normalize(ctx.x[ctx.labeled]).flatten(1)
+        return lambda pos: net(x[pos]).square().mean()
+
+    def train(self, net, ctx):
+        self.calls.append("train")
+        super().train(net, ctx)
+
+    def score(self, net, ctx, keep=False):
+        self.calls.append(("score", keep))
+        u = ctx.unlabeled.numel()
+        return PoolScores(-torch.arange(u, dtype=torch.float32), torch.zeros(u))
+
+    def finetuner(self, net, scores, ctx):
+        self.calls.append("finetuner")
+
+        def diversity(picked, remaining):
+            self.calls.append(("diversity", picked.numel(), remaining.numel()))
+            return torch.zeros(remaining.numel())
+
+        return diversity
+
+
+def test_pal_runs_any_registered_pretext_through_the_seam(digits, monkeypatch):
+    """PAL's query is the pretext's build, train, score and finetuner, for any task it names."""
+    monkeypatch.setitem(PRETEXTS._items, "recording", RecordingPretext)
+    monkeypatch.setattr(RecordingPretext, "calls", [])
+    assert "toy" in STRATEGIES.get("pal").tasks
+    config = SMALL.replace(subqueries=3, lambda1=0.0)
+    ctx = make_context(digits, config, range(40), range(40, 100))
+    ctx.task = "toy"
+    query = build_strategy(config).query(ctx, 9)
+    assert query.indices.tolist() == list(range(40, 49))  # S_S = -position, S_D = 0
+    assert set(query.metrics) == {"ss_sc_pearson", "ss_sc_spearman"}
+    assert RecordingPretext.calls == [
+        "network",
+        "train",
+        ("score", True),
+        "finetuner",
+        ("diversity", 3, 57),
+        ("diversity", 6, 54),
+    ]

@@ -1,0 +1,169 @@
+"""PAL's pretext task as a seam: what :class:`pal.strategies.pal.PALStrategy` asks of it.
+
+PAL's query (Algorithm 1) is the same for every task: train a scoring network on ``D_L``, score
+the unlabeled pool with a self-supervision score ``S_S`` and a classification score ``S_C``, and
+take ``K`` sub-queries, each after a fine-tune on the query so far gives a diversity score
+``S_D`` (Eq. 4). What differs is the pretext task: rotation prediction for classification
+(:mod:`pal.pretext.rotation`, Eq. 1), SimCLR for segmentation (:mod:`pal.pretext.simclr`,
+Eq. 2). A :class:`Pretext` is those differences and nothing else:
+
+- :meth:`Pretext.network`: the scoring network, built under a seeded init by
+  :meth:`Pretext.build`;
+- :meth:`Pretext.training_loss`: the loss of one batch of ``D_L``, trained on by
+  :meth:`Pretext.train`;
+- :meth:`Pretext.score`: ``S_S`` and ``S_C`` of the pool, and what a head fine-tune needs;
+- :meth:`Pretext.finetuner`: ``(picked, remaining) -> S_D``, the sub-query fine-tune.
+
+Pretexts are registered by name (:func:`register_pretext`) and found by task
+(:func:`pretext_for`), so a pretext for a new task is one module that registers a subclass.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from pal.config import ConfigError
+from pal.models import dropout_generator
+from pal.registry import Registry
+from pal.rng import seeded_init
+from pal.training import FitSpec, fit
+
+if TYPE_CHECKING:
+    from pal.config import Config
+    from pal.strategies.base import QueryContext
+
+LossFn = Callable[[torch.Tensor], torch.Tensor]
+"""``loss(positions int64 [B]) -> scalar``: the training loss of the batch ``D_L[positions]``."""
+
+DiversityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``diversity(picked [m], remaining [R]) -> S_D [R]`` (positions in the pool, Eq. 4): fine-tune
+on ``picked``, then score ``remaining``; what :func:`pal.scoring.select_subqueries` calls."""
+
+
+@dataclasses.dataclass
+class PoolScores:
+    """A pretext's scores of the unlabeled pool.
+
+    Attributes:
+        s_s: ``[U]`` self-supervision score ``S_S`` (Eq. 1 or 2), higher = more novel.
+        s_c: ``[U]`` classification score ``S_C = -KL(U || h(x))`` (Eq. 3).
+        features: what a fine-tune of the pretext head alone reads instead of the images, kept
+            when :meth:`Pretext.score` is asked to (``finetune_scope=head``), else ``None``:
+            ``[U, 4, d]`` body features of the four rotations (rotation), ``[U, 2, c]`` pooled
+            embeddings of the two views (SimCLR).
+    """
+
+    s_s: torch.Tensor
+    s_c: torch.Tensor
+    features: torch.Tensor | None = None
+
+
+class Pretext(abc.ABC):
+    """A pretext task of PAL's scoring network: how to build, train, score and fine-tune it.
+
+    Stateless: every call gets the query's :class:`pal.strategies.QueryContext` (its ``config``
+    is the experiment's) and draws from the context's seeded generators only, so a query is the
+    same for its seed whatever ran before it.
+    """
+
+    name: str = ""
+    tasks: tuple[str, ...] = ()
+    """The tasks (``"classification"``, ``"segmentation"``) this pretext runs on."""
+
+    @classmethod
+    def check_config(cls, config: Config, query_size: int, image_hw: tuple[int, int]) -> None:
+        """Raise :class:`pal.config.ConfigError` for settings this pretext cannot run with
+        (called before any training). Accepts everything by default."""
+        return None
+
+    # ------------------------------------------------------------------ the scoring network
+    @abc.abstractmethod
+    def network(self, ctx: QueryContext) -> nn.Module:
+        """A freshly initialised scoring network for ``ctx.x``'s images and ``ctx.num_classes``
+        (on the host; :meth:`build` seeds the init and moves it)."""
+
+    def build(self, ctx: QueryContext) -> nn.Module:
+        """:meth:`network` under the init seeded by ``(ctx.seed, "scoring-init")``, on
+        ``ctx.device`` in the images' memory format."""
+        with seeded_init(ctx.seed, "scoring-init"):
+            net = self.network(ctx)
+        net.to(ctx.device, memory_format=ctx.normalize.memory_format)
+        return net
+
+    # ------------------------------------------------------------------ training on D_L
+    @abc.abstractmethod
+    def training_loss(
+        self, net: nn.Module, ctx: QueryContext, generator: torch.Generator, compile: bool = False
+    ) -> LossFn:
+        """The multi-task loss of one batch of ``D_L`` (pretext loss + class loss), as
+        ``loss(positions [B]) -> scalar`` with positions into ``ctx.labeled``.
+
+        ``generator`` draws the augmentations (and anything else random) in call order;
+        ``compile`` runs the forward pass through ``torch.compile``.
+        """
+
+    def train(self, net: nn.Module, ctx: QueryContext) -> None:
+        """Train ``net`` from its init on ``D_L`` (Algorithm 1, first loop): ``epochs_scoring``
+        epochs of :meth:`training_loss`, batches and augmentations from
+        ``ctx.generator("scoring")``, dropout masks from ``ctx.generator("scoring-dropout")``."""
+        spec = FitSpec.from_config(ctx.config, "scoring")
+        generator = ctx.generator("scoring")
+        with dropout_generator(net, ctx.generator("scoring-dropout")):
+            loss = self.training_loss(net, ctx, generator, spec.compile)
+            n = ctx.labeled.numel()
+            fit(net, n, loss, spec, generator, progress=ctx.progress, phase="scoring")
+
+    # ------------------------------------------------------------------ the query
+    @abc.abstractmethod
+    def score(self, net: nn.Module, ctx: QueryContext, keep: bool = False) -> PoolScores:
+        """``S_S`` and ``S_C`` of ``ctx.unlabeled`` (eval mode, no augmentation); with ``keep``
+        also the :attr:`PoolScores.features` a fine-tune of the pretext head reads."""
+
+    @abc.abstractmethod
+    def finetuner(self, net: nn.Module, scores: PoolScores, ctx: QueryContext) -> DiversityFn:
+        """The sub-query fine-tune (Section 3.3): a copy of the pretext head (when
+        ``scores.features`` is kept) or of the whole network, made once per query and trained
+        on from call to call, pretext loss only (no labels asked), with
+        ``FitSpec.finetune(config)`` and ``ctx.generator("finetune", step)``; returns
+        ``diversity(picked, remaining) -> S_D`` (Eq. 4), ``S_S`` under the copy."""
+
+
+PRETEXTS: Registry[type[Pretext]] = Registry("pretext task", "strategy")
+
+
+def register_pretext(name: str):
+    """Class decorator: register a :class:`Pretext` subclass under ``name``."""
+
+    def add(cls: type[Pretext]) -> type[Pretext]:
+        cls.name = name
+        return PRETEXTS.register(name)(cls)
+
+    return add
+
+
+def pretext_tasks() -> tuple[str, ...]:
+    """Every task some registered pretext runs on, in registry order."""
+    tasks = (task for name in PRETEXTS for task in PRETEXTS.get(name).tasks)
+    return tuple(dict.fromkeys(tasks))
+
+
+def pretext_for(task: str) -> Pretext:
+    """The registered pretext whose ``tasks`` holds ``task`` (the first by name if several).
+
+    Raises:
+        ConfigError: no registered pretext runs on ``task``.
+    """
+    for name in PRETEXTS:
+        cls = PRETEXTS.get(name)
+        if task in cls.tasks:
+            return cls()
+    raise ConfigError(
+        f"strategy: PAL has no pretext task for {task!r}; pretexts: "
+        + ", ".join(f"{n} {PRETEXTS.get(n).tasks}" for n in PRETEXTS)
+    )

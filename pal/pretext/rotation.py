@@ -1,0 +1,166 @@
+"""Rotation prediction: PAL's pretext task for classification (Section 3.1, Eq. 1 and 3).
+
+The scoring network is a :class:`pal.models.ScoringNet`: one backbone, a rotation head
+``g_phi`` and a class head ``h_psi``, both linear.
+
+- **train** on ``D_L``: every image at 0/90/180/270 degrees for the rotation head, the
+  0-degree image with its oracle label for the class head; loss = rotation CE + class CE;
+- **score** the pool once, all four rotations of a batch in one forward pass (four passes per
+  image): ``S_S = -sum_i g(rot_90i(x))_i`` (Eq. 1) and ``S_C = -KL(U || h(x))`` (Eq. 3, from the
+  0-degree pass);
+- **fine-tune** (sub-queries, Section 3.3): a copy ``phi'`` of the rotation model, rotation loss
+  only. With ``finetune_scope=head`` the body is frozen, so the body's features of the rotated
+  pool ``[U, 4, d]`` are computed once and every fine-tune and re-score runs on the linear
+  rotation head alone; with ``all`` everything but the class head moves.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pal import scoring
+from pal.config import ConfigError
+from pal.models import ScoringNet, build_backbone
+from pal.pretext.base import DiversityFn, LossFn, PoolScores, Pretext, register_pretext
+from pal.training import FitSpec, Normalizer, augment, eval_chunks, fit
+
+if TYPE_CHECKING:
+    from pal.strategies.base import QueryContext
+
+
+@register_pretext("rotation")
+class RotationPretext(Pretext):
+    """Rotation prediction (Eq. 1) with a class head (Eq. 3), for classification."""
+
+    tasks = ("classification",)
+
+    @classmethod
+    def check_config(cls, config, query_size: int, image_hw: tuple[int, int]) -> None:
+        """Rotations of a non-square image change its shape: square images only."""
+        if image_hw[0] != image_hw[1]:
+            raise ConfigError(
+                f"image_size: PAL's rotation task needs square images, got {image_hw}; "
+                "set image_size to resize"
+            )
+
+    def network(self, ctx: QueryContext) -> ScoringNet:
+        """``ScoringNet`` on the ``scoring_backbone``: ``[B, C, H, W] -> (rotation logits
+        [B, 4], class logits [B, K])``."""
+        channels, h, w = ctx.x.shape[1:]
+        backbone = build_backbone(ctx.config.scoring_backbone, channels, (h, w))
+        return ScoringNet(backbone, ctx.num_classes)
+
+    def training_loss(
+        self, net: ScoringNet, ctx: QueryContext, generator: torch.Generator, compile: bool = False
+    ) -> LossFn:
+        """Rotation CE on the four rotations of the augmented batch ``[4B]`` plus class CE on
+        its 0-degree pass against the oracle's labels ``int64 [B]``."""
+        x, y = ctx.x[ctx.labeled], ctx.labels[ctx.labeled]  # uint8 [L, C, H, W], int64 [L]
+        normalize, augment_mode = ctx.normalize, ctx.augment_mode
+        forward = torch.compile(net) if compile else net
+
+        def loss(pos: torch.Tensor) -> torch.Tensor:
+            b = pos.numel()
+            rotated = scoring.rotations(normalize(augment(x[pos], augment_mode, generator)))
+            rot_logits, class_logits = forward(rotated)  # [4B, 4], [4B, K]
+            rot_loss = F.cross_entropy(rot_logits, scoring.rotation_labels(b, x.device))
+            class_loss = F.cross_entropy(class_logits.view(b, 4, -1)[:, 0], y[pos])
+            return rot_loss + class_loss
+
+        return loss
+
+    def score(self, net: ScoringNet, ctx: QueryContext, keep: bool = False) -> PoolScores:
+        """``S_S``, ``S_C`` of ``ctx.unlabeled`` (see :func:`score_pool`); with ``keep`` the
+        body's features of the four rotations ``[U, 4, d]``."""
+        x = ctx.x[ctx.unlabeled]
+        return score_pool(net, x, ctx.normalize, ctx.config.eval_batch_size, keep)
+
+    def finetuner(self, net: ScoringNet, scores: PoolScores, ctx: QueryContext) -> DiversityFn:
+        """A :class:`RotationFinetuner` of the rotation head (``scores.features`` kept) or of
+        the whole network."""
+        return RotationFinetuner(net, scores.features, ctx)
+
+
+@torch.inference_mode()
+def score_pool(
+    net: ScoringNet,
+    x: torch.Tensor,
+    normalize: Normalizer,
+    batch_size: int,
+    keep_features: bool = False,
+) -> PoolScores:
+    """``S_S`` (Eq. 1) and ``S_C`` (Eq. 3) ``[U]`` of ``x uint8 [U, C, H, W]`` with four forward
+    passes per image (one batched pass of the four rotations; the class head reads the 0-degree
+    pass); no augmentation, eval mode. ``keep_features``: also the body's features
+    ``[U, 4, d]``."""
+    net.eval()
+    s_s, s_c, feats = [], [], []
+    for chunk in eval_chunks(x, batch_size, passes=4):
+        b = chunk.shape[0]
+        z = net.backbone(scoring.rotations(normalize(chunk)))  # [4b, d]
+        rot_probs = torch.softmax(net.rotation_head(z).float(), dim=1).view(b, 4, 4)
+        class_logp = F.log_softmax(net.class_head(z.view(b, 4, -1)[:, 0]).float(), dim=1)
+        s_s.append(scoring.rotation_score(rot_probs))
+        s_c.append(scoring.kl_uniform_score(class_logp))
+        if keep_features:
+            feats.append(z.view(b, 4, -1))
+    return PoolScores(torch.cat(s_s), torch.cat(s_c), torch.cat(feats) if keep_features else None)
+
+
+@torch.inference_mode()
+def head_rotation_score(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """``S_S [M]`` (Eq. 1) from cached body features ``[M, 4, d]`` through a rotation head."""
+    m = features.shape[0]
+    probs = torch.softmax(head(features.flatten(0, 1)).float(), dim=1).view(m, 4, 4)
+    return scoring.rotation_score(probs)
+
+
+class RotationFinetuner:
+    """The copy ``phi'`` of the rotation model, fine-tuned on the query so far (Section 3.3).
+
+    Made once per query and trained on from sub-query to sub-query (Algorithm 1); plain SGD at
+    ``finetune_lr_factor * lr_scoring`` for ``finetune_epochs`` epochs, rotation loss only.
+    ``features [U, 4, d]`` (``finetune_scope=head``): the rotation head alone moves, on the
+    cached features; ``None``: everything but the class head moves, on the images.
+    """
+
+    def __init__(self, net: ScoringNet, features: torch.Tensor | None, ctx: QueryContext):
+        self.ctx, self.cfg = ctx, ctx.config
+        self.features = features
+        self.model = copy.deepcopy(net.rotation_head if features is not None else net)
+        self.step = 0
+        self.spec = FitSpec.finetune(self.cfg)
+
+    def __call__(self, picked: torch.Tensor, remaining: torch.Tensor) -> torch.Tensor:
+        """Fine-tune on ``picked`` (positions in the pool), then ``S_D [R]`` of ``remaining``."""
+        self.step += 1
+        gen = self.ctx.generator("finetune", self.step)
+        if self.features is not None:
+            feats = self.features[picked].flatten(0, 1)  # [4m, d]
+            targets = scoring.rotation_labels(picked.numel(), feats.device)
+            head = self.model
+            spec = dataclasses.replace(self.spec, batch_size=4 * self.spec.batch_size)
+
+            def head_loss(pos: torch.Tensor) -> torch.Tensor:
+                return F.cross_entropy(head(feats[pos]), targets[pos])
+
+            fit(head, feats.shape[0], head_loss, spec, gen, phase="finetune")
+            return head_rotation_score(head, self.features[remaining])
+
+        net = self.model
+        x = self.ctx.x[self.ctx.unlabeled[picked]]
+        params = [p for name, p in net.named_parameters() if not name.startswith("class_head")]
+
+        def net_loss(pos: torch.Tensor) -> torch.Tensor:
+            rot_logits, _ = net(scoring.rotations(self.ctx.normalize(x[pos])))
+            return F.cross_entropy(rot_logits, scoring.rotation_labels(pos.numel(), x.device))
+
+        fit(net, x.shape[0], net_loss, self.spec, gen, params=params, phase="finetune")
+        pool_x = self.ctx.x[self.ctx.unlabeled[remaining]]
+        return score_pool(net, pool_x, self.ctx.normalize, self.cfg.eval_batch_size).s_s
