@@ -45,6 +45,16 @@ class Registry(Generic[T]):
 
         return add
 
+    def register_named(self, name: str) -> Callable[[T], T]:
+        """Class decorator: register the class under ``name`` and set its ``name`` attribute to
+        it (strategies and pretext tasks know their registered name)."""
+
+        def add(cls: T) -> T:
+            cls.name = name
+            return self.register(name)(cls)
+
+        return add
+
     def get(self, name: str, field: str | None = None) -> T:
         """The item called ``name``; ``field`` names the config field in the error message."""
         try:

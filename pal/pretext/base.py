@@ -21,6 +21,7 @@ Pretexts are registered by name (:func:`register_pretext`) and found by task
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -134,17 +135,38 @@ class Pretext(abc.ABC):
         ``diversity(picked, remaining) -> S_D`` (Eq. 4), ``S_S`` under the copy."""
 
 
+class Finetuner:
+    """What every pretext's sub-query fine-tune shares (Section 3.3): a copy of ``model`` (the
+    pretext head, or the whole scoring network) made once per query and trained on from
+    sub-query to sub-query with ``FitSpec.finetune(config)``, each step's draws from
+    ``ctx.generator("finetune", step)``. Subclasses are the :data:`DiversityFn` of
+    :meth:`Pretext.finetuner`.
+
+    Args:
+        model: what the fine-tune moves (copied; the scoring network stays as it is).
+        features: the cached inputs of a head-only fine-tune (:attr:`PoolScores.features`), or
+            ``None`` to fine-tune on the images.
+    """
+
+    def __init__(self, model: nn.Module, features: torch.Tensor | None, ctx: QueryContext):
+        self.ctx, self.cfg = ctx, ctx.config
+        self.features = features
+        self.model = copy.deepcopy(model)
+        self.step = 0
+        self.spec = FitSpec.finetune(self.cfg)
+
+    def next_generator(self) -> torch.Generator:
+        """Start the next fine-tune step; its generator."""
+        self.step += 1
+        return self.ctx.generator("finetune", self.step)
+
+
 PRETEXTS: Registry[type[Pretext]] = Registry("pretext task", "strategy")
 
 
 def register_pretext(name: str):
     """Class decorator: register a :class:`Pretext` subclass under ``name``."""
-
-    def add(cls: type[Pretext]) -> type[Pretext]:
-        cls.name = name
-        return PRETEXTS.register(name)(cls)
-
-    return add
+    return PRETEXTS.register_named(name)
 
 
 def pretext_tasks() -> tuple[str, ...]:

@@ -16,7 +16,6 @@ The scoring network is a :class:`pal.models.ScoringNet`: one backbone, a rotatio
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import TYPE_CHECKING
 
@@ -27,8 +26,8 @@ from torch import nn
 from pal import scoring
 from pal.config import ConfigError
 from pal.models import ScoringNet, build_backbone
-from pal.pretext.base import DiversityFn, LossFn, PoolScores, Pretext, register_pretext
-from pal.training import FitSpec, Normalizer, augment, eval_chunks, fit
+from pal.pretext.base import DiversityFn, Finetuner, LossFn, PoolScores, Pretext, register_pretext
+from pal.training import Normalizer, augment, eval_chunks, fit
 
 if TYPE_CHECKING:
     from pal.strategies.base import QueryContext
@@ -121,7 +120,7 @@ def head_rotation_score(head: nn.Module, features: torch.Tensor) -> torch.Tensor
     return scoring.rotation_score(probs)
 
 
-class RotationFinetuner:
+class RotationFinetuner(Finetuner):
     """The copy ``phi'`` of the rotation model, fine-tuned on the query so far (Section 3.3).
 
     Made once per query and trained on from sub-query to sub-query (Algorithm 1); plain SGD at
@@ -131,16 +130,11 @@ class RotationFinetuner:
     """
 
     def __init__(self, net: ScoringNet, features: torch.Tensor | None, ctx: QueryContext):
-        self.ctx, self.cfg = ctx, ctx.config
-        self.features = features
-        self.model = copy.deepcopy(net.rotation_head if features is not None else net)
-        self.step = 0
-        self.spec = FitSpec.finetune(self.cfg)
+        super().__init__(net.rotation_head if features is not None else net, features, ctx)
 
     def __call__(self, picked: torch.Tensor, remaining: torch.Tensor) -> torch.Tensor:
         """Fine-tune on ``picked`` (positions in the pool), then ``S_D [R]`` of ``remaining``."""
-        self.step += 1
-        gen = self.ctx.generator("finetune", self.step)
+        gen = self.next_generator()
         if self.features is not None:
             feats = self.features[picked].flatten(0, 1)  # [4m, d]
             targets = scoring.rotation_labels(picked.numel(), feats.device)

@@ -19,7 +19,6 @@ pooled bottleneck embedding.
 
 from __future__ import annotations
 
-import copy
 import itertools
 from typing import TYPE_CHECKING
 
@@ -27,12 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pal.pretext.base import DiversityFn, LossFn, PoolScores, Pretext, register_pretext
+from pal.pretext.base import DiversityFn, Finetuner, LossFn, PoolScores, Pretext, register_pretext
 from pal.rng import derive_seed
 from pal.segmentation import nt_xent, pixel_kl_uniform_score, seeded_views, simclr_score
 from pal.segnets import SegNet, build_segnet
 from pal.training import (
-    FitSpec,
     Normalizer,
     augment_with_masks,
     eval_chunks,
@@ -178,7 +176,7 @@ def score_pool(
     )
 
 
-class ContrastiveFinetuner:
+class ContrastiveFinetuner(Finetuner):
     """The copy of ``g`` (or of the whole scoring network) fine-tuned with NT-Xent on the query
     so far (Section 3.3): made once per query, trained on from sub-query to sub-query; plain SGD
     at ``finetune_lr_factor * lr_scoring`` for ``finetune_epochs`` epochs.
@@ -190,26 +188,22 @@ class ContrastiveFinetuner:
     """
 
     def __init__(self, net: SegScoringNet, embeddings: torch.Tensor | None, ctx: QueryContext):
-        self.ctx, self.cfg, self.view_seed = ctx, ctx.config, view_seed_of(ctx)
-        self.embeddings = embeddings
-        self.model = copy.deepcopy(net.projection if embeddings is not None else net)
-        self.step = 0
-        self.spec = FitSpec.finetune(self.cfg)
+        super().__init__(net.projection if embeddings is not None else net, embeddings, ctx)
+        self.view_seed = view_seed_of(ctx)
 
     def __call__(self, picked: torch.Tensor, remaining: torch.Tensor) -> torch.Tensor:
         """Fine-tune on ``picked`` (positions in the pool), then ``S_D [R]`` of ``remaining``."""
-        self.step += 1
-        gen = self.ctx.generator("finetune", self.step)
+        gen = self.next_generator()
         temperature = self.cfg.simclr_temperature
-        if self.embeddings is not None:
-            head, emb = self.model, self.embeddings[picked]  # [m, 2, c]
+        if self.features is not None:
+            head, emb = self.model, self.features[picked]  # [m, 2, c]
 
             def head_loss(pos: torch.Tensor) -> torch.Tensor:
                 return nt_xent(head(emb[pos, 0]), head(emb[pos, 1]), temperature)
 
             fit(head, len(emb), head_loss, self.spec, gen, phase="finetune")
             with torch.inference_mode():
-                rest = self.embeddings[remaining]
+                rest = self.features[remaining]
                 return simclr_score(head(rest[:, 0]), head(rest[:, 1]))
 
         net, ctx = self.model, self.ctx

@@ -128,12 +128,7 @@ STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "strategy")
 
 def register_strategy(name: str):
     """Class decorator: register a :class:`Strategy` subclass under ``name``."""
-
-    def add(cls: type[Strategy]) -> type[Strategy]:
-        cls.name = name
-        return STRATEGIES.register(name)(cls)
-
-    return add
+    return STRATEGIES.register_named(name)
 
 
 def list_strategies() -> list[str]:
