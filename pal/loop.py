@@ -123,6 +123,7 @@ class Experiment:
     # ------------------------------------------------------------------ state
     @property
     def device(self) -> torch.device:
+        """Where the images and networks live (``runtime.device``)."""
         return self.runtime.device
 
     @property
@@ -132,6 +133,7 @@ class Experiment:
 
     @property
     def finished(self) -> bool:
+        """Whether every round (``rounds + 1`` of them) is done."""
         return self.rounds_done > self.config.rounds
 
     def state_dict(self) -> dict[str, Any]:
@@ -141,6 +143,11 @@ class Experiment:
         return {**state, **self.pool.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue after the round :meth:`state_dict` was taken at.
+
+        Raises:
+            ValueError: the state's oracle labels differ from this config's.
+        """
         self.pool.load_state_dict(state)
         self.round = int(state["round"])
         self.val_history = [float(v) for v in state.get("val_history", [])]
@@ -241,6 +248,7 @@ class Experiment:
         )
 
     def result(self, records: list[RoundRecord]) -> ExperimentResult:
+        """``records`` with this experiment's config, classes, device and metric name."""
         return ExperimentResult(
             self.config, records, self.classes, str(self.device), metric=self.task.metric
         )

@@ -44,6 +44,7 @@ class PendingQuery:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data for a checkpoint: ``{"indices", "metrics", "seconds"}``."""
         return {
             "indices": list(self.indices),
             "metrics": dict(self.metrics),
@@ -52,6 +53,7 @@ class PendingQuery:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any] | None) -> PendingQuery | None:
+        """The query :meth:`to_dict` stored (``None`` for none)."""
         if state is None:
             return None
         return cls(

@@ -48,6 +48,7 @@ class Runtime:
 
     @property
     def precision(self) -> str:
+        """``"bf16"`` or ``"fp32"``."""
         return "bf16" if self.autocast_dtype is not None else "fp32"
 
     def autocast(self) -> torch.autocast:
