@@ -4,9 +4,9 @@ trial) drives an :class:`Experiment` one round at a time.
 Round 0 trains the task network on the initial pool. Round ``r >= 1`` first adds the ``r``-th
 query's samples (labelled by the oracle) and then trains the task network from scratch on ``D_L``.
 The query for round ``r + 1`` is computed at the end of round ``r``, while that round's task network
-is at hand, and kept in the state as ``pending``: so the state after a round (a few lists of ints)
-is all a resumed run needs, and every random draw of a round derives from ``(seed, purpose,
-round)``, a resumed run makes the same choices as one that never stopped.
+is at hand, and kept in the state as ``pending``: so the state after a round (a few lists of
+numbers) is all a resumed run needs, and every random draw of a round derives from ``(seed,
+purpose, round)``, a resumed run makes the same choices as one that never stopped.
 """
 
 from __future__ import annotations
