@@ -7,7 +7,7 @@ The oracle flips each label it gives (initial pool, queries, validation) to a di
 with probability label_noise; the test set stays clean.
 """
 
-from _study import STRATEGIES, study
+from _study import STRATEGIES, strategy_variant, study
 
 
 def get_job():
@@ -15,9 +15,8 @@ def get_job():
         "label_noise",
         "cifar10",
         {
-            f"{name}@noise{noise}": {"strategy": name, "label_noise": noise}
+            f"{name}@noise{noise}": {**strategy_variant(name), "label_noise": noise}
             for noise in (0.0, 0.2)
             for name in STRATEGIES
         },
-        base={"dropout": 0.5},
     )

@@ -92,9 +92,10 @@ def run_phases(experiment: Experiment, n_labeled: int, repeats: int = 1) -> dict
 
     with experiment.runtime.autocast():
         # task training: the task network from scratch on D_L
-        task, seconds = timed(
+        val = experiment.pool.val
+        (task, _), seconds = timed(
             lambda: experiment.task.train(
-                x, labeled.cpu().numpy(), 0, norm, experiment.augment_mode, None
+                x, labeled.cpu().numpy(), val, 0, norm, experiment.augment_mode, None
             ),
             dev,
         )
@@ -116,6 +117,7 @@ def run_phases(experiment: Experiment, n_labeled: int, repeats: int = 1) -> dict
             augment_mode=experiment.augment_mode,
             seed=cfg.seed,
             task=experiment.task.kind,
+            val=torch.as_tensor(val, device=dev),
         )
         pretext = pretext_for(ctx.task)
 

@@ -30,6 +30,14 @@ class Config:
 
     Pool sizes: ``initial_*`` and ``query_*`` are fractions of the pool (the training split less
     the validation set); an explicit ``initial_size`` / ``query_size`` wins over the fraction.
+
+    Fitting: ``model_selection=best_val`` keeps the task network's epoch with the best validation
+    metric and the scoring network's with the lowest validation loss, out of ``val_checks``
+    evaluations spread over the epochs (``last``, or no validation set: the last epoch).
+    ``fit_threshold`` is the training-set accuracy below which a round warns that a network
+    underfits (``null``: 0.99 for classification, off for segmentation). ``randaugment_ops`` /
+    ``randaugment_magnitude`` add RandAugment to the task network's augmentation and ``swa``
+    averages its weights from ``swa_start`` of the epochs on.
     """
 
     # data
@@ -65,6 +73,14 @@ class Config:
     eval_batch_size: int = 512
     dropout: float = 0.0
     device: str = "auto"
+    # fitting: checkpoint selection on validation, the fit check, regularisation (task network)
+    model_selection: str = "best_val"
+    val_checks: int = 10
+    fit_threshold: float | None = None
+    randaugment_ops: int = 0
+    randaugment_magnitude: float = 0.3
+    swa: bool = False
+    swa_start: float = 0.75
     # speed: bf16 autocast and channels-last where they pay (GPUs), torch.compile on request
     precision: str = "auto"
     memory_format: str = "auto"
@@ -74,8 +90,10 @@ class Config:
     lambda2: float = 1.0
     subqueries: int = 5
     finetune_scope: str = "head"
-    finetune_epochs: int = 5
-    finetune_lr_factor: float = 0.1
+    finetune_start: str = "continue"
+    finetune_epochs: int = 20
+    finetune_lr_factor: float = 1.0
+    score_norm: str = "none"
     # PAL for segmentation: SimCLR's NT-Xent temperature (Section 3.1, Eq. 2)
     simclr_temperature: float = 0.5
     # baselines (DBAL: MC dropout, Gal et al. 2017)
@@ -187,8 +205,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("auto", "fp32", "bf16"),
     "memory_format": ("auto", "contiguous", "channels_last"),
     "finetune_scope": ("head", "all"),
+    "finetune_start": ("continue", "restart"),
+    "score_norm": ("none", "zscore", "rank"),
     "augment": ("auto", "none", "crop", "crop_flip"),
     "dbal_acquisition": ("bald", "max_entropy"),
+    "model_selection": ("best_val", "last"),
 }
 
 
@@ -277,6 +298,15 @@ def _check_ranges(c: Config) -> None:
     need(c.batch_size >= 2, "batch_size", ">= 2")
     need(c.eval_batch_size >= 1, "eval_batch_size", ">= 1")
     need(0.0 <= c.dropout < 1.0, "dropout", "in [0, 1)")
+    need(c.val_checks >= 1, "val_checks", ">= 1")
+    need(
+        c.fit_threshold is None or 0.0 <= c.fit_threshold <= 1.0,
+        "fit_threshold",
+        "in [0, 1] or null",
+    )
+    need(c.randaugment_ops >= 0, "randaugment_ops", ">= 0")
+    need(0.0 <= c.randaugment_magnitude <= 1.0, "randaugment_magnitude", "in [0, 1]")
+    need(0.0 < c.swa_start < 1.0, "swa_start", "in (0, 1)")
     need(c.mc_samples >= 2, "mc_samples", ">= 2")
     need(c.vaal_latent_dim >= 2, "vaal_latent_dim", ">= 2")
     need(c.vaal_epochs >= 1, "vaal_epochs", ">= 1")

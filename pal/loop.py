@@ -28,7 +28,7 @@ from pal.results import ExperimentResult, RoundRecord
 from pal.rng import derive_seed
 from pal.strategies import STRATEGIES, QueryContext, build_strategy, list_strategies
 from pal.tasks import Task, build_task
-from pal.training import Normalizer, ProgressFn, Runtime
+from pal.training import Normalizer, ProgressFn, Runtime, warn_underfit
 
 RoundCallback = Callable[[RoundRecord, "Experiment"], None]
 
@@ -170,15 +170,30 @@ class Experiment:
 
         t_train = time.perf_counter()
         with self.runtime.autocast():
-            self.task_model = self.task.train(
-                self.x_train, labeled, r, self.normalize, self.augment_mode, self.progress
+            self.task_model, fitted = self.task.train(
+                self.x_train,
+                labeled,
+                self.pool.val,
+                r,
+                self.normalize,
+                self.augment_mode,
+                self.progress,
             )
             train_seconds = time.perf_counter() - t_train
             t_eval = time.perf_counter()
             val_acc, test_acc, task_metrics = self.task.evaluate(
                 self.task_model, self.x_train, self.pool.val, self.x_test, self.normalize
             )
+            train_acc = self.task.score(self.task_model, self.x_train, labeled, self.normalize)
             eval_seconds = time.perf_counter() - t_eval
+        underfit = [
+            name
+            for name, value in [
+                ("train_accuracy", train_acc),
+                *((key, pending.metrics.get(key, math.nan)) for key in pending.fit_keys),
+            ]
+            if warn_underfit(name, value, self.task.fit_threshold, r)
+        ]
         finite = [v for v in [*self.val_history, val_acc] if not math.isnan(v)]
 
         record = RoundRecord(
@@ -199,6 +214,9 @@ class Experiment:
             missing_class_share=self.task.missing_share(selected, self.missing_class_ids),
             task_metrics=task_metrics,
             val_auc=sum(finite) / len(finite) if finite else math.nan,
+            train_accuracy=train_acc,
+            task_epoch=fitted.chosen_epoch,
+            underfit=underfit,
         )
         with self.runtime.autocast():
             next_pending = self._query(r + 1) if r < cfg.rounds else None
@@ -232,6 +250,7 @@ class Experiment:
             labels=self.task.labels,
             labeled=torch.as_tensor(self.pool.labeled, device=self.device),
             unlabeled=torch.as_tensor(self.pool.unlabeled, device=self.device),
+            val=torch.as_tensor(self.pool.val, device=self.device),
             num_classes=self.num_classes,
             task_model=self.task_model,
             task=self.task.kind,
@@ -245,6 +264,7 @@ class Experiment:
             tuple(query.indices.cpu().tolist()),
             {k: float(v) for k, v in query.metrics.items()},
             time.perf_counter() - start,
+            tuple(query.fit_keys),
         )
 
     def result(self, records: list[RoundRecord]) -> ExperimentResult:

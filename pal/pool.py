@@ -37,18 +37,22 @@ class PendingQuery:
         indices: dataset indices in the order chosen.
         metrics: the strategy's query metrics (plain floats).
         seconds: how long the query took.
+        fit_keys: the ``metrics`` that measure how a network the strategy trained fits its
+            training set (held to ``fit_threshold`` like the task network).
     """
 
     indices: tuple[int, ...]
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    fit_keys: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for a checkpoint: ``{"indices", "metrics", "seconds"}``."""
+        """Plain data for a checkpoint: ``{"indices", "metrics", "seconds", "fit_keys"}``."""
         return {
             "indices": list(self.indices),
             "metrics": dict(self.metrics),
             "seconds": self.seconds,
+            "fit_keys": list(self.fit_keys),
         }
 
     @classmethod
@@ -60,6 +64,7 @@ class PendingQuery:
             tuple(int(i) for i in state["indices"]),
             {k: float(v) for k, v in state["metrics"].items()},
             float(state["seconds"]),
+            tuple(state.get("fit_keys", ())),
         )
 
 

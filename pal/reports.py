@@ -10,8 +10,11 @@ parent run and writes into a folder, and under ``report/`` on the parent run:
   taken from the classes missing from the initial pool (Figure 3 right);
 - ``correlations.csv``: Pearson and Spearman correlation of ``S_S`` and ``S_C`` on the unlabeled
   pool per dataset and variant (Table 1);
-- ``report.md``: those tables, the seconds per round of each variant, and the labels saved: how
-  many labels each variant needs to reach the final accuracy of ``random``.
+- ``paired_difference.png``: each variant's test accuracy less the reference's (``random``) in
+  runs of the same seed, mean and 95% t band over the shared seeds, against percent labeled;
+- ``report.md``: those tables, the seconds per round of each variant, the labels saved: how
+  many labels each variant needs to reach the final accuracy of ``random``, and the verdicts:
+  each variant against ``random``, paired by seed (:func:`paired_verdicts`).
 
 Everything below :func:`report` works on plain data (``pal.tracking.load_study``'s dicts), so the
 aggregation is tested without a store; MLflow itself is only touched through ``pal.tracking``.
@@ -76,6 +79,7 @@ class StudyReport:
     seconds: dict[str, dict[str, float]]
     colors: dict[str, str]
     markdown: str
+    verdicts: list[Verdict] = dataclasses.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------- entry point
@@ -137,8 +141,9 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
     files: dict[str, Path] = {}
 
     metric = study_metric(runs)
+    reference = reference_variant(runs)
     accuracy = curves(runs, "test_accuracy")
-    saved = labels_saved(accuracy, reference_variant(runs))
+    saved = labels_saved(accuracy, reference)
     files["accuracy.csv"] = _write_curves_csv(accuracy, folder / "accuracy.csv", "test_accuracy")
     files["accuracy.png"] = folder / "accuracy.png"
     plot_curves(
@@ -165,11 +170,24 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
             by_round=True,
         )
 
+    verdicts = paired_verdicts(runs, "test_accuracy", reference)
+    if any(v.rounds for v in verdicts):
+        files["paired_difference.png"] = folder / "paired_difference.png"
+        plot_paired_differences(
+            verdicts,
+            files["paired_difference.png"],
+            colors,
+            ylabel=f"test {metric} minus {reference}'s (points)",
+            title=f"{study['name']}: paired by seed vs {reference} (mean, 95% t band)",
+        )
+
     corr = correlations(runs)
     if corr:
         files["correlations.csv"] = _write_rows_csv(corr, folder / "correlations.csv")
     seconds = round_seconds(runs)
-    markdown = render_markdown(study, accuracy, missing, saved, corr, seconds, skipped, metric)
+    markdown = render_markdown(
+        study, accuracy, missing, saved, corr, seconds, skipped, metric, verdicts
+    )
     files["report.md"] = folder / "report.md"
     files["report.md"].write_text(markdown)
     files["report.json"] = folder / "report.json"
@@ -183,6 +201,7 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
                     "accuracy": {v: _curve_dict(c) for v, c in accuracy.items()},
                     "missing_class_share": {v: _curve_dict(c) for v, c in missing.items()},
                     "labels_saved": saved,
+                    "verdicts": [v.as_dict() for v in verdicts],
                     "correlations": corr,
                     "seconds": seconds,
                 }
@@ -203,6 +222,7 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
         seconds=seconds,
         colors=colors,
         markdown=markdown,
+        verdicts=verdicts,
     )
 
 
@@ -293,6 +313,260 @@ def first_crossing(x: np.ndarray, y: np.ndarray, target: float) -> float | None:
     i = int(above[0])
     x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
     return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
+
+
+# ---------------------------------------------------------------------- paired verdicts
+MIN_SEEDS = 3  # fewer shared seeds than this: no verdict and no intervals
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0  # fixed, so a report is reproducible
+MIN_DEFINED_SHARE = 0.95  # labels-saved interval only when this share of resamples defines it
+NO_VERDICT = f"no verdict (fewer than {MIN_SEEDS} shared seeds)"
+
+
+@dataclasses.dataclass
+class Paired:
+    """A variant's and the reference's runs matched by seed: arrays are ``[seeds, rounds]``,
+    over the seeds both have a finished run for and the rounds all those runs logged."""
+
+    seeds: list[str]
+    rounds: np.ndarray  # [R]
+    variant: np.ndarray  # the metric
+    reference: np.ndarray
+    variant_labeled: np.ndarray  # |D_L|
+    reference_labeled: np.ndarray
+    percent: np.ndarray  # the variant's percent labeled (NaN when the pool size is unknown)
+
+
+@dataclasses.dataclass
+class RoundDifference:
+    """At one round: ``diff``, the mean over shared seeds of (variant - reference) in the metric
+    (a fraction, not points), and ``ci``, its 95% paired t interval ``[low, high]`` (``None``
+    with fewer than :data:`MIN_SEEDS` seeds); ``n_labeled``/``percent_labeled`` are the
+    variant's means over those seeds."""
+
+    round: int
+    n_labeled: float
+    percent_labeled: float
+    diff: float
+    ci: list[float] | None
+
+
+@dataclasses.dataclass
+class Verdict:
+    """A variant against the reference, paired by seed (see :func:`paired_verdicts`).
+
+    ``auc_diff``: the mean over shared seeds of the paired difference in the area under the
+    learning curve, a run's AUC being its mean metric over rounds 1..R (``None`` without shared
+    seeds or query rounds); ``auc_ci``: its 95% paired t interval ``[low, high]``; ``verdict``:
+    ``better``/``worse`` when that interval lies wholly above/below 0, else ``no difference
+    detected``, or a ``no verdict (...)`` saying why there is none. ``labels_saved``: see
+    :func:`bootstrap_labels_saved`.
+    """
+
+    variant: str
+    reference: str
+    metric: str
+    n_seeds: int
+    seeds: list[str]
+    auc_diff: float | None
+    auc_ci: list[float] | None
+    verdict: str
+    rounds: list[RoundDifference]
+    labels_saved: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def paired_verdicts(
+    runs: list[dict],
+    metric: str,
+    reference: str | None,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> list[Verdict]:
+    """Every other variant against ``reference``, paired by seed (the same seed is the same
+    initial pool), one :class:`Verdict` each; ``[]`` without a reference.
+
+    Only finished runs, the seeds both variants have and the rounds all those runs logged count.
+    Round 0 (the shared initial pool) is in ``rounds`` but not in the AUC.
+    """
+    if reference is None:
+        return []
+    variants = [v for v in dict.fromkeys(r["variant"] for r in runs) if v != reference]
+    return [
+        _verdict(pair_by_seed(runs, v, reference, metric), v, reference, metric, resamples, seed)
+        for v in variants
+    ]
+
+
+def pair_by_seed(runs: list[dict], variant: str, reference: str, metric: str) -> Paired:
+    """``variant``'s and ``reference``'s finished runs matched on the ``seed`` param.
+
+    A seed run twice counts once, with its later run (``load_study`` lists runs by start time).
+    """
+    ours, theirs = _by_seed(runs, variant, metric), _by_seed(runs, reference, metric)
+    seeds = sorted(ours.keys() & theirs.keys(), key=_seed_key)
+    pairs = [(ours[s], theirs[s]) for s in seeds]
+    steps = [set(r["history"][metric]) for pair in pairs for r in pair]
+    rounds = sorted(set.intersection(*steps)) if steps else []
+    a, b = [p[0] for p in pairs], [p[1] for p in pairs]
+    return Paired(
+        seeds=seeds,
+        rounds=np.asarray(rounds, dtype=int),
+        variant=_matrix(a, metric, rounds),
+        reference=_matrix(b, metric, rounds),
+        variant_labeled=_matrix(a, "n_labeled", rounds),
+        reference_labeled=_matrix(b, "n_labeled", rounds),
+        percent=np.array([_percent(r, rounds) for r in a], dtype=float).reshape(
+            len(a), len(rounds)
+        ),
+    )
+
+
+def paired_t_interval(
+    diffs: np.ndarray, level: float = CONFIDENCE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean of ``diffs`` over axis 0 (the seeds) and its paired t interval:
+    ``mean ± t_{(1+level)/2, n-1} · sd / sqrt(n)``, ``sd`` with ``n - 1``; NaN bounds for n < 2.
+    """
+    from scipy.stats import t
+
+    diffs = np.asarray(diffs, dtype=float)
+    n = diffs.shape[0]
+    mean = diffs.mean(axis=0) if n else np.full(diffs.shape[1:], math.nan)
+    if n < 2:
+        nan = np.full_like(mean, math.nan)
+        return mean, nan, nan.copy()
+    half = t.ppf((1 + level) / 2, n - 1) * diffs.std(axis=0, ddof=1) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def bootstrap_labels_saved(
+    paired: Paired,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = CONFIDENCE,
+) -> dict[str, Any]:
+    """Labels saved (as :func:`labels_saved`: the reference's final ``|D_L|`` less the labels the
+    variant needs to reach the reference's final mean accuracy) on the shared seeds' mean curves,
+    with a bootstrap interval over seeds.
+
+    Returns ``{"saved", "saved_percent", "ci", "resamples", "defined", "seed"}``: ``saved``
+    ``None`` when the variant's mean curve never reaches the target; ``ci`` the
+    ``(1 ± level)/2`` percentiles of labels saved over ``resamples`` resamples of the seeds with
+    replacement (a ``numpy`` Generator seeded with ``seed``), ignoring the resamples where it is
+    undefined; ``defined`` how many resamples define it; ``ci`` is ``None`` with fewer than
+    :data:`MIN_SEEDS` seeds (then ``resamples`` is 0) or when under :data:`MIN_DEFINED_SHARE`
+    of the resamples define it.
+    """
+    n = len(paired.seeds)
+    curves_ = (paired.variant, paired.variant_labeled, paired.reference, paired.reference_labeled)
+    point = ref_labels = math.nan
+    if n and len(paired.rounds):
+        point = float(_saved_on_means(*(c.mean(axis=0, keepdims=True) for c in curves_))[0])
+        ref_labels = float(paired.reference_labeled[:, -1].mean())
+    out: dict[str, Any] = {
+        "saved": None if math.isnan(point) else point,
+        "saved_percent": None if math.isnan(point) else 100.0 * point / ref_labels,
+        "ci": None,
+        "resamples": 0,
+        "defined": 0,
+        "seed": seed,
+    }
+    if n < MIN_SEEDS or len(paired.rounds) == 0:
+        return out
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    saved = _saved_on_means(*(c[idx].mean(axis=1) for c in curves_))  # [resamples]
+    defined = saved[np.isfinite(saved)]
+    out["resamples"], out["defined"] = resamples, int(len(defined))
+    if len(defined) >= MIN_DEFINED_SHARE * resamples:
+        tail = 100 * (1 - level) / 2
+        out["ci"] = [float(v) for v in np.percentile(defined, [tail, 100 - tail])]
+    return out
+
+
+def first_crossings(x: np.ndarray, y: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """:func:`first_crossing` row by row: ``x``, ``y`` ``[B, R]``, ``target`` ``[B]`` -> ``[B]``,
+    NaN where a row never reaches its target (NaN points are not skipped: a NaN just before
+    the crossing makes the row NaN)."""
+    above = y >= target[:, None]
+    i = above.argmax(axis=1)
+    rows = np.arange(len(y))
+    prev = np.maximum(i - 1, 0)
+    x0, x1, y0, y1 = x[rows, prev], x[rows, i], y[rows, prev], y[rows, i]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = x0 + (target - y0) * (x1 - x0) / (y1 - y0)
+    return np.where(above.any(axis=1), np.where(i == 0, x1, between), math.nan)
+
+
+def _verdict(
+    p: Paired, variant: str, reference: str, metric: str, resamples: int, seed: int
+) -> Verdict:
+    n = len(p.seeds)
+    diff, low, high = paired_t_interval(p.variant - p.reference)
+    query = p.rounds >= 1
+    auc_diff = auc_ci = None
+    if n and query.any():
+        auc = p.variant[:, query].mean(axis=1) - p.reference[:, query].mean(axis=1)
+        mean, lo, hi = (float(v) for v in paired_t_interval(auc))
+        auc_diff, auc_ci = mean, ([lo, hi] if n >= MIN_SEEDS else None)
+    if n < MIN_SEEDS:
+        verdict = NO_VERDICT
+    elif auc_ci is None:
+        verdict = "no verdict (no shared query rounds)"
+    else:
+        verdict = (
+            "better" if auc_ci[0] > 0 else "worse" if auc_ci[1] < 0 else "no difference detected"
+        )
+    rounds = [
+        RoundDifference(
+            round=int(r),
+            n_labeled=float(_nanmean(p.variant_labeled[:, i])),
+            percent_labeled=float(_nanmean(p.percent[:, i])),
+            diff=float(diff[i]),
+            ci=[float(low[i]), float(high[i])] if n >= MIN_SEEDS else None,
+        )
+        for i, r in enumerate(p.rounds)
+    ]
+    return Verdict(
+        variant=variant,
+        reference=reference,
+        metric=metric,
+        n_seeds=n,
+        seeds=p.seeds,
+        auc_diff=auc_diff,
+        auc_ci=auc_ci,
+        verdict=verdict,
+        rounds=rounds,
+        labels_saved=bootstrap_labels_saved(p, resamples=resamples, seed=seed),
+    )
+
+
+def _saved_on_means(
+    acc: np.ndarray, labeled: np.ndarray, ref_acc: np.ndarray, ref_labeled: np.ndarray
+) -> np.ndarray:
+    """Labels saved per row of mean curves ``[B, R]``: the reference's last ``|D_L|`` less where
+    the variant first reaches the reference's last accuracy (NaN: never)."""
+    return ref_labeled[:, -1] - first_crossings(labeled, acc, ref_acc[:, -1])
+
+
+def _by_seed(runs: list[dict], variant: str, metric: str) -> dict[str, dict]:
+    return {
+        str(r["params"]["seed"]): r
+        for r in runs
+        if r["variant"] == variant
+        and r.get("status", "FINISHED") == "FINISHED"
+        and r["params"].get("seed") is not None
+        and r["history"].get(metric)
+    }
+
+
+def _seed_key(seed: str) -> tuple[int, int | str]:
+    return (0, int(seed)) if seed.lstrip("-").isdigit() else (1, seed)
 
 
 def with_missing_share(run: dict) -> dict:
@@ -389,6 +663,36 @@ def plot_curves(
         ax.set_xlabel("query round")
     else:
         ax.set_xlabel("labeled (% of the pool)" if use_percent else "labeled samples")
+    _finish(fig, ax, path, ylabel, title)
+
+
+def plot_paired_differences(
+    verdicts: list[Verdict], path: Path, colors: dict[str, str], *, ylabel: str, title: str = ""
+) -> None:
+    """Per variant the mean paired difference to the reference (in points: x100) against percent
+    labeled (or ``|D_L|``), its 95% t band where it has one, and a line at 0."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    shown = [v for v in verdicts if v.rounds]
+    use_percent = all(math.isfinite(d.percent_labeled) for v in shown for d in v.rounds)
+    ax.axhline(0.0, color="black", linewidth=1)
+    for v in shown:
+        x = np.array([d.percent_labeled if use_percent else d.n_labeled for d in v.rounds])
+        diff = 100.0 * np.array([d.diff for d in v.rounds])
+        ci = 100.0 * np.array([d.ci if d.ci else (math.nan, math.nan) for d in v.rounds])
+        color = colors.get(v.variant, "black")
+        ax.fill_between(x, ci[:, 0], ci[:, 1], color=color, alpha=0.2, linewidth=0)
+        ax.plot(x, diff, marker="o", color=color, label=f"{v.variant} ({v.n_seeds} seeds)")
+    ax.set_xlabel("labeled (% of the pool)" if use_percent else "labeled samples")
+    _finish(fig, ax, path, ylabel, title)
+
+
+def _finish(fig, ax, path: Path, ylabel: str, title: str) -> None:
+    """Label, grid and legend ``ax`` and write ``fig`` to ``path`` as a PNG."""
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
@@ -421,6 +725,7 @@ def render_markdown(
     seconds: dict[str, dict[str, float]],
     skipped: list[dict],
     metric: str = "accuracy",
+    verdicts: list[Verdict] | None = None,
 ) -> str:
     lines = [f"# Study `{study['name']}`", ""]
     if study.get("parent_run_id"):
@@ -446,6 +751,8 @@ def render_markdown(
                     f"({row['saved_percent']:.1f}%) |"
                 )
         lines.append("")
+    if verdicts:
+        lines += [*_verdict_table(verdicts, metric), ""]
     if missing:
         lines += [
             "## Share of each query from the classes missing at the start",
@@ -485,6 +792,50 @@ def render_markdown(
             + ", ".join(f"`{r['run_name']}` ({r['status']})" for r in skipped),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _verdict_table(verdicts: list[Verdict], metric: str) -> list[str]:
+    reference = verdicts[0].reference
+    lines = [
+        f"## Verdicts (against `{reference}`, paired by seed)",
+        "",
+        f"Each run is paired with the `{reference}` run of the same seed (the same initial pool), "
+        "over the seeds and rounds both finished. AUC: the mean test "
+        f"{metric} over rounds 1..R, its difference in {metric} points with a 95% paired t "
+        "interval; `better`/`worse` when that interval lies wholly above/below 0. Labels saved: on "
+        f"the shared seeds' mean curves, with a 95% bootstrap interval ({BOOTSTRAP_RESAMPLES} "
+        f"resamples of the seeds, seed {BOOTSTRAP_SEED}). Fewer than {MIN_SEEDS} shared seeds: "
+        "no verdict and no intervals.",
+        "",
+        "| variant | reference | seeds | AUC difference (points, 95% CI) | labels saved (95% CI) "
+        "| verdict |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for v in verdicts:
+        lines.append(
+            f"| {v.variant} | {v.reference} | {v.n_seeds} | {_points(v.auc_diff, v.auc_ci)} | "
+            f"{_saved_cell(v.labels_saved)} | {v.verdict} |"
+        )
+    return lines
+
+
+def _points(diff: float | None, ci: list[float] | None) -> str:
+    if diff is None or not math.isfinite(diff):
+        return "-"
+    text = f"{100 * diff:+.2f}"
+    if ci is not None:
+        text += f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
+    return text
+
+
+def _saved_cell(saved: dict[str, Any]) -> str:
+    of = f"{saved['defined']}/{saved['resamples']} resamples"
+    if saved["saved"] is None:
+        return f"not reached (reached in {of})" if saved["resamples"] else "not reached"
+    text = f"{saved['saved']:.0f}"
+    if saved["ci"] is not None:
+        return f"{text} [{saved['ci'][0]:.0f}, {saved['ci'][1]:.0f}]"
+    return f"{text} (no interval: defined in {of})" if saved["resamples"] else text
 
 
 def _curve_table(curves_: dict[str, Curve], percent: bool) -> list[str]:

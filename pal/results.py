@@ -53,6 +53,13 @@ class RoundRecord:
             absent from both the test masks and the predictions).
         val_auc: the mean validation metric over rounds ``0..round`` (the area under the
             validation learning curve so far, NaN rounds left out): a sweep's objective.
+        train_accuracy: the task's metric of the task network on ``D_L`` against the oracle's
+            labels (eval mode, no augmentation): below ``fit_threshold`` it underfits.
+        task_epoch: the epoch whose weights the task network kept (``model_selection``; 0: the
+            SWA average).
+        underfit: the training-set metrics below ``fit_threshold`` this round:
+            ``train_accuracy`` (the task network) and the strategy's fit metrics (PAL's scoring
+            network: ``scoring/rotation_train_accuracy``, ``scoring/class_train_accuracy``).
     """
 
     round: int
@@ -72,6 +79,9 @@ class RoundRecord:
     missing_class_share: float = math.nan
     task_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     val_auc: float = math.nan
+    train_accuracy: float = math.nan
+    task_epoch: int = 0
+    underfit: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def percent_labeled(self) -> float:
@@ -86,6 +96,8 @@ class RoundRecord:
             "round": self.round,
             "val_accuracy": self.val_accuracy,
             "test_accuracy": self.test_accuracy,
+            "train_accuracy": self.train_accuracy,
+            "task_epoch": self.task_epoch,
             "val_auc": self.val_auc,
             "n_labeled": self.n_labeled,
             "n_pool": self.n_pool,
@@ -153,12 +165,14 @@ class ExperimentResult:
 
 
 def format_table(rounds: list[RoundRecord], metric: str = "accuracy") -> str:
-    """The rounds as a plain-text table; every number comes from :meth:`RoundRecord.metrics`."""
-    extra = sorted({metric_key(k) for r in rounds for k in r.query_metrics})
+    """The rounds as a plain-text table; every number comes from :meth:`RoundRecord.metrics`
+    (query metrics with a ``/`` in their key, per sub-query or per network, are left to
+    MLflow)."""
+    extra = sorted({metric_key(k) for r in rounds for k in r.query_metrics if "/" not in k})
     name = "acc" if metric == "accuracy" else metric
-    head = ["round", "labeled", f"val_{name}", f"test_{name}", "noisy", "seconds"]
+    head = ["round", "labeled", f"train_{name}", f"val_{name}", f"test_{name}", "noisy", "seconds"]
     head.append("top query classes")
-    head[6:6] = extra
+    head[7:7] = extra
     rows = []
     for r in rounds:
         m = r.metrics()
@@ -166,18 +180,21 @@ def format_table(rounds: list[RoundRecord], metric: str = "accuracy") -> str:
         row = [
             f"{m['round']:.0f}",
             f"{m['n_labeled']:.0f}",
+            _fmt(m["train_accuracy"]) + ("*" if r.underfit else ""),
             _fmt(m["val_accuracy"]),
             _fmt(m["test_accuracy"]),
             f"{m['n_noisy_labels']:.0f}",
             f"{m['round_seconds']:.1f}",
             ", ".join(f"{k}:{v:.2f}" for k, v in top) or "-",
         ]
-        row[6:6] = [_fmt(m.get(k, math.nan)) for k in extra]
+        row[7:7] = [_fmt(m.get(k, math.nan)) for k in extra]
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    if any(r.underfit for r in rounds):
+        lines.append("* a network underfit its training set this round (see fit_threshold)")
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ score, the core-set's farthest-first traversal (:func:`k_center_greedy`), is pur
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -231,6 +232,55 @@ def table1_correlations(s_s: torch.Tensor, s_c: torch.Tensor) -> dict[str, float
     return {"ss_sc_pearson": pearson(s_s, s_c), "ss_sc_spearman": spearman(s_s, s_c)}
 
 
+SCORE_NORMS = ("none", "zscore", "rank")
+"""What :func:`normalize_score` can do to a term before it is weighted (config ``score_norm``)."""
+
+
+def normalize_score(s: torch.Tensor, mode: str) -> torch.Tensor:
+    """One term of the hybrid score standardised over the samples it ranks (``score_norm``).
+
+    ``none``: ``s`` as it is (the paper). ``zscore``: ``(s - mean) / std`` (population std; a
+    constant ``s`` gives all zeros). ``rank``: average ranks (ties share one) scaled to
+    ``[0, 1]``, lowest 0, highest 1. Both keep the order: higher is still more novel.
+
+    Args:
+        s: ``[N]`` scores.
+        mode: one of :data:`SCORE_NORMS`.
+
+    Returns:
+        ``[N]``, floating point.
+    """
+    if mode not in SCORE_NORMS:
+        raise ValueError(f"score_norm must be one of {list(SCORE_NORMS)}, got {mode!r}")
+    if mode == "none":
+        return s
+    dtype = s.dtype if s.is_floating_point() else torch.float32
+    if s.numel() == 0:
+        return s.to(dtype)
+    if mode == "zscore":
+        d = s.double()
+        std = d.std(correction=0)
+        if not std > 0:  # constant (or a single sample): nothing to tell apart
+            return torch.zeros_like(d, dtype=dtype)
+        return ((d - d.mean()) / std).to(dtype)
+    ranks = _ranks(s)  # 1 .. N, averaged over ties
+    return ((ranks - 1.0) / max(s.numel() - 1, 1)).to(dtype)
+
+
+@dataclasses.dataclass
+class SubquerySelection:
+    """What :func:`run_subqueries` chose and how its score terms weighed in.
+
+    Attributes:
+        picked: ``int64 [n]`` positions in the pool, in the order chosen.
+        diagnostics: flat ``str -> float`` (see :func:`run_subqueries`), merged into PAL's
+            query metrics.
+    """
+
+    picked: torch.Tensor
+    diagnostics: dict[str, float]
+
+
 def select_subqueries(
     s_s: torch.Tensor,
     s_c: torch.Tensor,
@@ -238,21 +288,118 @@ def select_subqueries(
     lambda1: float,
     lambda2: float,
     diversity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    score_norm: str = "none",
 ) -> torch.Tensor:
     """Positions in the pool ``[sum(sizes)]``, sub-query by sub-query (Algorithm 1).
 
     The first sub-query takes the top ``S_S + lambda1 S_C`` of ``s_s, s_c [U]``; before each
     later one ``diversity(picked, remaining) -> S_D [R]`` fine-tunes on every position picked so
     far and scores the ``remaining`` ones, and the top ``S_S + lambda1 S_C + lambda2 S_D`` (Eq. 4)
-    of those are taken.
+    of those are taken. ``score_norm`` standardises each term first (:func:`normalize_score`).
+    :func:`run_subqueries` is the same with diagnostics of the terms.
     """
-    chosen = torch.zeros(s_s.numel(), dtype=torch.bool, device=s_s.device)
+    return run_subqueries(s_s, s_c, sizes, lambda1, lambda2, diversity, score_norm).picked
+
+
+def run_subqueries(
+    s_s: torch.Tensor,
+    s_c: torch.Tensor,
+    sizes: list[int],
+    lambda1: float,
+    lambda2: float,
+    diversity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    score_norm: str = "none",
+) -> SubquerySelection:
+    """:func:`select_subqueries`, with diagnostics of how each score term weighed in.
+
+    ``score_norm`` (:func:`normalize_score`) standardises ``S_S`` and ``S_C`` over the whole pool
+    ``[U]`` before the first sub-query and each ``S_D`` over the remaining pool at its
+    sub-query, before the weights apply. The diagnostics are on the raw terms:
+
+    - ``ss_std``, ``sc_std``: standard deviation of ``S_S`` and ``S_C`` over the pool;
+    - ``score_ss_spearman``, ``score_sc_spearman``: Spearman correlation of the first
+      sub-query's score (over the whole pool) with ``S_S`` and with ``S_C``;
+    - for each sub-query ``k >= 2`` (1-based): ``sd_std/k``, ``sd_ss_spearman/k`` (``S_D`` vs
+      ``S_S`` on the remaining pool) and ``score_sd_spearman/k`` (that sub-query's score vs
+      ``S_D``); ``sd_ss_spearman``: their mean over the sub-queries, NaNs left out (NaN when all
+      are NaN; absent when no ``S_D`` was computed);
+    - ``sd_changed``: how many picks are not among the top ``n = sum(sizes)`` of ``S_S +
+      lambda1 S_C`` alone, i.e. what the ``lambda2 S_D`` term changed (0 when ``lambda2 = 0`` or
+      ``K = 1``). As ``S_D`` starts out as ``S_S``, this counts the extra weight on ``S_S`` too;
+    - ``sd_finetune_changed`` (when ``S_D`` was computed): how many picks are not in the query
+      the same sub-queries take with ``S_D = S_S`` (a fine-tune that changes nothing), i.e. what
+      the fine-tune itself changed.
+
+    They cost a few sorts of ``[U]`` vectors per sub-query.
+    """
+    if not sizes:
+        raise ValueError("sizes must name at least one sub-query")
+    norm_ss, norm_sc = normalize_score(s_s, score_norm), normalize_score(s_c, score_norm)
+    first_score = hybrid_score(norm_ss, norm_sc, lambda1)  # the first sub-query's, whole pool
+    diag = {
+        "ss_std": _std(s_s),
+        "sc_std": _std(s_c),
+        "score_ss_spearman": spearman(first_score, s_s),
+        "score_sc_spearman": spearman(first_score, s_c),
+    }
+    sd_ss: list[float] = []
+
+    def record(k: int, remaining: torch.Tensor, s_d: torch.Tensor, score: torch.Tensor) -> None:
+        ranks_sd = _ranks(s_d)
+        sd_ss.append(pearson(ranks_sd, _ranks(s_s[remaining])))
+        diag[f"sd_std/{k}"] = _std(s_d)
+        diag[f"sd_ss_spearman/{k}"] = sd_ss[-1]
+        diag[f"score_sd_spearman/{k}"] = pearson(_ranks(score), ranks_sd)
+
+    terms = (first_score, norm_ss, norm_sc, sizes, lambda1, lambda2, score_norm)
+    picked = _take_subqueries(*terms, diversity, record)
+    without_sd = top_n(first_score, picked.numel())
+    diag["sd_changed"] = _not_in(picked, without_sd)
+    if sd_ss:
+        finite = [v for v in sd_ss if not math.isnan(v)]
+        diag["sd_ss_spearman"] = sum(finite) / len(finite) if finite else float("nan")
+        unmoved = _take_subqueries(*terms, lambda picked, remaining: s_s[remaining])
+        diag["sd_finetune_changed"] = _not_in(picked, unmoved)
+    return SubquerySelection(picked, diag)
+
+
+def _take_subqueries(
+    first_score: torch.Tensor,
+    norm_ss: torch.Tensor,
+    norm_sc: torch.Tensor,
+    sizes: list[int],
+    lambda1: float,
+    lambda2: float,
+    score_norm: str,
+    diversity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    record: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """The sub-query loop of :func:`run_subqueries` on normalised ``S_S``, ``S_C``; ``record(k,
+    remaining, S_D, score)`` sees each sub-query ``k >= 2`` that computed a ``S_D``."""
+    chosen = torch.zeros(norm_ss.numel(), dtype=torch.bool, device=norm_ss.device)
     picks: list[torch.Tensor] = []
-    for k, size in enumerate(sizes):
-        remaining = (~chosen).nonzero().squeeze(1)
-        s_d = diversity(torch.cat(picks), remaining) if k > 0 else None
-        score = hybrid_score(s_s[remaining], s_c[remaining], lambda1, s_d, lambda2)
+    for k, size in enumerate(sizes, start=1):
+        if k == 1:
+            remaining = torch.arange(norm_ss.numel(), device=norm_ss.device)
+            score = first_score
+        else:
+            remaining = (~chosen).nonzero().squeeze(1)
+            s_d = diversity(torch.cat(picks), remaining) if diversity is not None else None
+            norm_sd = normalize_score(s_d, score_norm) if s_d is not None else None
+            score = hybrid_score(norm_ss[remaining], norm_sc[remaining], lambda1, norm_sd, lambda2)
+            if s_d is not None and record is not None:
+                record(k, remaining, s_d, score)
         pick = remaining[top_n(score, size)]
         chosen[pick] = True
         picks.append(pick)
     return torch.cat(picks)
+
+
+def _not_in(picked: torch.Tensor, other: torch.Tensor) -> float:
+    """How many of ``picked`` are not in ``other``, as a float (a query metric)."""
+    return float(picked.numel() - int(torch.isin(picked, other).sum()))
+
+
+def _std(x: torch.Tensor) -> float:
+    """Population standard deviation of ``[N]`` values (NaN when empty)."""
+    return float(x.double().std(correction=0)) if x.numel() else float("nan")

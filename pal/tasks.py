@@ -25,9 +25,11 @@ from pal.rng import numpy_rng, seeded_init, torch_generator
 from pal.segmentation import IGNORE, confusion_matrix, drop_classes, iou, pixel_shares
 from pal.segnets import SEG_ENCODERS, SegNet, build_segnet
 from pal.training import (
+    FitReport,
     FitSpec,
     Normalizer,
     ProgressFn,
+    Selection,
     accuracy,
     eval_chunks,
     predict_logits,
@@ -68,6 +70,7 @@ class Task(abc.ABC):
 
     kind: str = ""
     metric: str = ""  # what val_accuracy / test_accuracy hold
+    default_fit_threshold: float = 0.0  # the fit check is off unless the task says otherwise
 
     def __init__(self, config: Config, data: ImageData):
         self.config = config
@@ -99,9 +102,23 @@ class Task(abc.ABC):
         augment_mode: str,
         r: int,
         progress: ProgressFn | None,
-    ) -> None:
+        select: Selection | None,
+    ) -> FitReport:
         """Train ``model`` on the images ``x[idx]`` with the oracle's annotations in round ``r``
-        (every random draw from ``(seed, "task", r)``)."""
+        (every random draw from ``(seed, "task", r)``), keeping the weights ``select`` picks."""
+
+    @abc.abstractmethod
+    def score(self, model: nn.Module, x: torch.Tensor, idx: np.ndarray, normalize: Normalizer):
+        """The task's metric (accuracy or mIoU) of ``model`` on the images ``x[idx]`` against
+        the oracle's annotations: eval mode, no augmentation; NaN for no images."""
+
+    @property
+    def fit_threshold(self) -> float:
+        """The training-set metric below which the task network counts as underfit:
+        ``config.fit_threshold``, else the task's :attr:`default_fit_threshold`."""
+        if self.config.fit_threshold is not None:
+            return self.config.fit_threshold
+        return self.default_fit_threshold
 
     @abc.abstractmethod
     def evaluate(
@@ -159,19 +176,25 @@ class Task(abc.ABC):
         self,
         x: torch.Tensor,
         labeled: np.ndarray,
+        val: np.ndarray,
         r: int,
         normalize: Normalizer,
         augment_mode: str,
         progress: ProgressFn | None,
-    ) -> nn.Module:
-        """Train a fresh task network on ``D_L = x[labeled]`` for round ``r``."""
+    ) -> tuple[nn.Module, FitReport]:
+        """Train a fresh task network on ``D_L = x[labeled]`` for round ``r``; with
+        ``model_selection=best_val`` and a validation set ``x[val]``, keep the checked epoch
+        with the best validation metric."""
         cfg = self.config
         with seeded_init(cfg.seed, "task-init", r):
             model = self.build_model(x.shape[1], tuple(x.shape[2:]))
         model.to(x.device, memory_format=normalize.memory_format)
         idx = torch.as_tensor(labeled, device=x.device)
-        self.fit(model, x, idx, normalize, augment_mode, r, progress)
-        return model
+        select = None
+        if cfg.model_selection == "best_val" and len(val):
+            select = Selection(lambda: -self.score(model, x, val, normalize), cfg.val_checks)
+        report = self.fit(model, x, idx, normalize, augment_mode, r, progress, select)
+        return model, report
 
 
 TASKS: Registry[type[Task]] = Registry("task", "dataset")
@@ -183,6 +206,7 @@ class ClassificationTask(Task):
 
     kind = "classification"
     metric = "accuracy"
+    default_fit_threshold = 0.99
 
     def __init__(self, config: Config, data: ImageData):
         super().__init__(config, data)
@@ -203,24 +227,39 @@ class ClassificationTask(Task):
         backbone = build_backbone(cfg.task_backbone, channels, hw)
         return TaskNet(backbone, self.num_classes, dropout=cfg.dropout)
 
-    def fit(self, model, x, idx, normalize, augment_mode, r, progress) -> None:
-        seed = self.config.seed
-        model.dropout.generator = torch_generator(x.device, seed, "task-dropout", r)
-        spec = FitSpec.from_config(self.config, "task")
-        gen = torch_generator(x.device, seed, "task", r)
-        train_classifier(
-            model, x[idx], self.labels[idx], normalize, spec, augment_mode, gen, progress
-        )
-        model.dropout.generator = None
+    def fit(self, model, x, idx, normalize, augment_mode, r, progress, select) -> FitReport:
+        cfg = self.config
+        model.dropout.generator = torch_generator(x.device, cfg.seed, "task-dropout", r)
+        spec = FitSpec.from_config(cfg, "task")
+        gen = torch_generator(x.device, cfg.seed, "task", r)
+        randaugment = (cfg.randaugment_ops, cfg.randaugment_magnitude)
+        try:
+            return train_classifier(
+                model,
+                x[idx],
+                self.labels[idx],
+                normalize,
+                spec,
+                augment_mode,
+                gen,
+                progress,
+                select,
+                randaugment,
+            )
+        finally:
+            model.dropout.generator = None
+
+    def score(self, model, x, idx, normalize) -> float:
+        idx = torch.as_tensor(idx, device=x.device)
+        logits = predict_logits(model, x[idx], normalize, self.config.eval_batch_size)
+        return accuracy(logits, self.labels[idx])
 
     def evaluate(self, model, x_train, val, x_test, normalize):
         bs = self.config.eval_batch_size
         test = accuracy(predict_logits(model, x_test, normalize, bs), self.y_test)
         if len(val) == 0:
             return math.nan, test, {}
-        val_idx = torch.as_tensor(val, device=x_train.device)
-        logits = predict_logits(model, x_train[val_idx], normalize, bs)
-        return accuracy(logits, self.labels[val_idx]), test, {}
+        return self.score(model, x_train, val, normalize), test, {}
 
     def class_counts(self, indices: np.ndarray) -> dict[str, int]:
         counts = np.bincount(self.y_true[indices], minlength=self.num_classes)
@@ -270,6 +309,11 @@ class SegmentationTask(Task):
                 "label_noise: simulated label noise is for classification; segmentation masks "
                 f"are annotated exactly, so it must be 0 for {data.name}, got {config.label_noise}"
             )
+        if config.randaugment_ops > 0:
+            raise ConfigError(
+                "randaugment_ops: RandAugment moves images without their masks; it is for "
+                f"classification, so it must be 0 for {data.name}, got {config.randaugment_ops}"
+            )
 
     def eligible_initial(self, candidates: np.ndarray, missing: np.ndarray) -> np.ndarray:
         return candidates  # missing classes lose their pixels, not their images
@@ -285,13 +329,29 @@ class SegmentationTask(Task):
     def build_model(self, channels: int, hw: tuple[int, int]) -> nn.Module:
         return build_segnet(self.config.task_backbone, channels, self.num_classes)
 
-    def fit(self, model, x, idx, normalize, augment_mode, r, progress) -> None:
+    def fit(self, model, x, idx, normalize, augment_mode, r, progress, select) -> FitReport:
         spec = FitSpec.from_config(self.config, "task")
         seed = self.config.seed
         gen = torch_generator(x.device, seed, "task", r)
         masks = self.labels[idx]
         with dropout_generator(model, torch_generator(x.device, seed, "task-dropout", r)):
-            train_segmenter(model, x[idx], masks, normalize, spec, augment_mode, gen, progress)
+            return train_segmenter(
+                model, x[idx], masks, normalize, spec, augment_mode, gen, progress, select
+            )
+
+    def score(self, model, x, idx, normalize) -> float:
+        if len(idx) == 0:
+            return math.nan
+        idx = torch.as_tensor(idx, device=x.device)
+        conf = segmentation_confusion(
+            model,
+            x[idx],
+            self.labels[idx],
+            normalize,
+            self.config.eval_batch_size,
+            self.num_classes,
+        )
+        return iou(conf)[0]
 
     def evaluate(self, model, x_train, val, x_test, normalize):
         bs = self.config.eval_batch_size
@@ -304,11 +364,7 @@ class SegmentationTask(Task):
         }
         if len(val) == 0:
             return math.nan, test_miou, extras
-        val_idx = torch.as_tensor(val, device=x_train.device)
-        val_conf = segmentation_confusion(
-            model, x_train[val_idx], self.labels[val_idx], normalize, bs, self.num_classes
-        )
-        extras["val_miou"] = iou(val_conf)[0]
+        extras["val_miou"] = self.score(model, x_train, val, normalize)
         return extras["val_miou"], test_miou, extras
 
     def _masks(self, indices: np.ndarray) -> torch.Tensor:

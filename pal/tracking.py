@@ -203,6 +203,12 @@ def ui_command(tracking_uri: str) -> str:
 
 
 # ---------------------------------------------------------------------- the tracker
+UNDERFIT_TAG = "pal.underfit_rounds"
+"""The run tag listing the rounds whose networks underfit their training set, as
+``<round>:<metric>`` words (``3:train_accuracy 4:scoring/rotation_train_accuracy``); absent
+when none did."""
+
+
 class MLflowTracker:
     """A round callback logging one experiment to one MLflow run.
 
@@ -246,6 +252,7 @@ class MLflowTracker:
         self._started = False
         # round -> (n_labeled, val_accuracy, test_accuracy): what the learning curve shows
         self._curve: dict[int, tuple[float, float, float]] = {}
+        self._underfit: list[str] = []  # "<round>:<metric>", the UNDERFIT_TAG's words
 
     @property
     def run_id(self) -> str | None:
@@ -287,7 +294,11 @@ class MLflowTracker:
             for key, value in record.metrics().items()
             if math.isfinite(value)  # NaN (no validation set) is left out, not logged
         ]
-        self.client.log_batch(self._run_id, metrics=metrics)
+        tags = []
+        if record.underfit:
+            self._underfit += [f"{record.round}:{name}" for name in record.underfit]
+            tags = [RunTag(UNDERFIT_TAG, " ".join(self._underfit))]
+        self.client.log_batch(self._run_id, metrics=metrics, tags=tags)
         self._curve[record.round] = (
             float(record.n_labeled),
             float(record.val_accuracy),
@@ -347,6 +358,7 @@ class MLflowTracker:
         self.experiment_id = run.info.experiment_id
         self.run_name = run.info.run_name or self.run_name
         self.client.update_run(self._run_id, status="RUNNING")
+        self._underfit = run.data.tags.get(UNDERFIT_TAG, "").split()
         if self.tags:
             tags = [RunTag(k, v) for k, v in self.tags.items()]
             self.client.log_batch(self._run_id, tags=tags)

@@ -16,8 +16,10 @@ from tests.test_reports import pixels_of
 STUDIES = sorted(p for p in (REPO / "ablations").glob("*.py") if not p.name.startswith("_"))
 
 
-def test_the_seven_studies_exist():
+def test_the_nine_studies_exist():
     assert {p.stem for p in STUDIES} == {
+        "mnist_strategies",
+        "mnist_components",
         "components",
         "backbones",
         "strategies",
@@ -31,7 +33,12 @@ def test_the_seven_studies_exist():
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_study_files_are_grids_of_variants_over_five_seeds(path):
     job = load_job(path)
-    assert job.seeds == [0, 1, 2, 3, 4] and job.num_samples == 1 and not job.search_space
+    if path.stem.startswith("mnist_"):  # sized for CPUs: 3 seeds, one core per trial
+        assert job.seeds == [0, 1, 2] and job.gpus_per_trial == 0 and job.cpus_per_trial == 1
+        assert job.base["dataset"].endswith("mnist.npz")
+    else:
+        assert job.seeds == [0, 1, 2, 3, 4]
+    assert job.num_samples == 1 and not job.search_space
     assert len(job.variants) >= 2
     smoke = job.smoke_sized()
     assert smoke.seeds == [0] and smoke.base["dataset"] in ("digits", "digit_scenes")
@@ -46,6 +53,15 @@ def test_components_are_the_papers_three():
         "S_S+S_C": {"lambda1": 1.0, "lambda2": 0.0},
         "S_S+S_C+S_D": {"lambda1": 1.0, "lambda2": 1.0},
     }
+
+
+def test_only_dbal_carries_dropout_in_the_strategy_studies():
+    for name in ("strategies", "label_noise", "mnist_strategies"):
+        job = load_job(REPO / "ablations" / f"{name}.py")
+        assert job.base.get("dropout", 0.0) == 0.0, name
+        for variant, overrides in job.variants.items():
+            dbal = overrides["strategy"] == "dbal"
+            assert overrides.get("dropout", 0.0) == (0.5 if dbal else 0.0), (name, variant)
 
 
 @pytest.mark.slow

@@ -74,6 +74,14 @@ CONFIG_CASES = [
     ({"device": "gpu"}, "device: must be one of ['auto', 'cpu', 'cuda'], got 'gpu'"),
     ({"finetune_scope": "body"}, "finetune_scope: must be one of ['head', 'all'], got 'body'"),
     (
+        {"finetune_start": "resume"},
+        "finetune_start: must be one of ['continue', 'restart'], got 'resume'",
+    ),
+    (
+        {"score_norm": "minmax"},
+        "score_norm: must be one of ['none', 'zscore', 'rank'], got 'minmax'",
+    ),
+    (
         {"augment": "flip"},
         "augment: must be one of ['auto', 'none', 'crop', 'crop_flip'], got 'flip'",
     ),

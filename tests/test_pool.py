@@ -43,17 +43,25 @@ def test_label_refuses_what_is_not_unlabeled(ids):
 def test_state_dict_is_plain_json_and_round_trips_with_the_pending_query():
     pool = make_pool()
     pool.label([4])
-    pool.pending = PendingQuery((7, 8), {"ss_sc_pearson": 0.5}, 1.5)
+    pool.pending = PendingQuery((7, 8), {"ss_sc_pearson": 0.5, "fit": 0.9}, 1.5, ("fit",))
     state = json.loads(json.dumps(pool.state_dict()))
     assert state == {
         "labeled": [5, 2, 4],
         "oracle_labels": [2, 2, 1],
-        "pending": {"indices": [7, 8], "metrics": {"ss_sc_pearson": 0.5}, "seconds": 1.5},
+        "pending": {
+            "indices": [7, 8],
+            "metrics": {"ss_sc_pearson": 0.5, "fit": 0.9},
+            "seconds": 1.5,
+            "fit_keys": ["fit"],
+        },
     }
     again = make_pool()
     again.load_state_dict(state)
     assert again.labeled.tolist() == [5, 2, 4] and again.pending == pool.pending
     assert again.unlabeled.tolist() == pool.unlabeled.tolist()
+    del state["pending"]["fit_keys"]  # a checkpoint from before fit_keys
+    again.load_state_dict(state)
+    assert again.pending.fit_keys == ()
 
 
 def test_a_state_with_other_oracle_labels_is_refused():

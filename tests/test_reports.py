@@ -15,10 +15,15 @@ import pal
 from pal.cli import main
 from pal.config import ConfigError
 from pal.reports import (
+    NO_VERDICT,
     correlations,
     curves,
     first_crossing,
+    first_crossings,
     labels_saved,
+    pair_by_seed,
+    paired_t_interval,
+    paired_verdicts,
     reference_variant,
     with_missing_share,
     write_report,
@@ -47,6 +52,25 @@ def run(variant, seed, acc, labeled=(100, 150, 200), strategy=None, **history):
             **history,
         },
     }
+
+
+LABELED = (100, 150, 200, 250, 300)
+BASE = np.array([0.5, 0.6, 0.68, 0.74, 0.78])  # the reference's curve, before its seed's offset
+
+
+def paired_study(delta, seeds=range(5), noise=0.0, rng_seed=0, variant="pal"):
+    """``random`` runs whose curves differ by seed (offsets of a few points) and ``variant`` runs
+    of the same seeds: the same seed's reference curve plus ``delta`` plus N(0, ``noise``) noise
+    from round 1 on (round 0 is the shared initial pool). The reference runs come in reverse
+    order, so pairing by position instead of by seed pairs the wrong runs."""
+    rng = np.random.default_rng(rng_seed)
+    refs, ours = [], []
+    for s in seeds:
+        ref = BASE + rng.normal(0.0, 0.03)
+        gap = np.r_[0.0, delta + rng.normal(0.0, noise, len(BASE) - 1)]
+        refs.append(run("random", s, list(ref), labeled=LABELED))
+        ours.append(run(variant, s, list(ref + gap), labeled=LABELED))
+    return ours + refs[::-1]
 
 
 def pixels_of(png, color: str, tol: float = 0.03) -> int:
@@ -97,6 +121,132 @@ def test_labels_saved_against_randoms_final_accuracy():
     assert saved["pal"]["saved"] == pytest.approx(62.5)
     assert saved["pal"]["saved_percent"] == pytest.approx(31.25)
     assert saved["slow"]["needed"] is None and saved["random"]["reference"]
+
+
+def test_first_crossings_is_first_crossing_row_by_row():
+    rng = np.random.default_rng(3)
+    x = np.cumsum(rng.uniform(10, 50, size=(200, 5)), axis=1)
+    y = np.cumsum(rng.uniform(-0.05, 0.1, size=(200, 5)), axis=1)
+    target = rng.uniform(0.0, 0.3, size=200)
+    got = first_crossings(x, y, target)
+    want = [first_crossing(x[i], y[i], target[i]) for i in range(200)]
+    assert 20 < sum(w is None for w in want) < 180  # both cases are exercised
+    np.testing.assert_allclose(got, [math.nan if w is None else w for w in want])
+
+
+# ---------------------------------------------------------------------- paired verdicts
+def test_paired_t_interval_is_mean_plus_minus_t_sd_over_root_n():
+    mean, low, high = paired_t_interval(np.array([0.01, 0.02, 0.03]))
+    half = 4.302652729911275 * 0.01 / math.sqrt(3)  # t_{0.975, 2}; sd with n - 1 is 0.01
+    assert (float(mean), float(low), float(high)) == pytest.approx((0.02, 0.02 - half, 0.02 + half))
+    # over axis 0: one interval per round
+    mean, low, high = paired_t_interval(np.array([[0.0, 0.01], [0.0, 0.02], [0.0, 0.03]]))
+    np.testing.assert_allclose(np.c_[low, high][1], [0.02 - half, 0.02 + half])
+    np.testing.assert_allclose(np.c_[low, high][0], [0.0, 0.0])
+
+
+def test_pairing_keeps_the_seeds_and_rounds_both_variants_finished():
+    runs = paired_study(0.02, seeds=range(4))
+    runs.append(run("pal", 9, list(BASE), labeled=LABELED))  # no random run with seed 9
+    runs.append(run("random", 7, list(BASE), labeled=LABELED))  # no pal run with seed 7
+    runs.append({**run("random", 3, list(BASE), labeled=LABELED), "status": "FAILED"})
+    del runs[1]["history"]["test_accuracy"][4]  # pal seed 1 lacks the last round
+    p = pair_by_seed(runs, "pal", "random", "test_accuracy")
+    assert p.seeds == ["0", "1", "2", "3"]
+    np.testing.assert_array_equal(p.rounds, [0, 1, 2, 3])
+    by_seed = {(r["variant"], r["params"]["seed"]): r for r in runs if r["status"] == "FINISHED"}
+    for i, seed in enumerate(p.seeds):  # row i of both matrices is the same seed's run
+        ref = by_seed[("random", seed)]["history"]["test_accuracy"]
+        np.testing.assert_allclose(p.reference[i], [ref[r] for r in range(4)])
+    np.testing.assert_allclose(p.variant - p.reference, np.c_[[0.0] * 4, [[0.02] * 3] * 4])
+
+
+def test_a_variant_two_points_ahead_in_every_seed_is_better():
+    (v,) = paired_verdicts(paired_study(0.02, noise=0.003), "test_accuracy", "random")
+    assert (v.variant, v.reference, v.n_seeds, v.verdict) == ("pal", "random", 5, "better")
+    assert v.auc_diff == pytest.approx(0.02, abs=0.002)
+    assert 0 < v.auc_ci[0] < v.auc_diff < v.auc_ci[1]
+    assert [d.round for d in v.rounds] == [0, 1, 2, 3, 4]
+    assert [d.percent_labeled for d in v.rounds] == pytest.approx([10, 15, 20, 25, 30])
+    assert v.rounds[0].diff == 0.0  # the shared initial pool
+    assert all(d.ci[0] > 0 for d in v.rounds[1:])
+    # the seed offsets (3 points) dwarf the gap: unpaired, the runs would not tell it apart
+    unpaired = [
+        np.mean(list(r["history"]["test_accuracy"].values())[1:])
+        for r in paired_study(0.02, noise=0.003)
+    ]
+    assert np.std(unpaired) > 0.01
+
+
+def test_the_reference_plus_zero_mean_noise_shows_no_difference():
+    runs = paired_study(0.0, noise=0.01, rng_seed=1)
+    (v,) = paired_verdicts(runs, "test_accuracy", "random")
+    assert v.verdict == "no difference detected"
+    assert v.auc_ci[0] < 0 < v.auc_ci[1] and v.n_seeds == 5
+
+
+def test_a_variant_behind_is_worse_and_saves_no_labels():
+    (v,) = paired_verdicts(paired_study(-0.03, noise=0.005), "test_accuracy", "random")
+    assert v.verdict == "worse"
+    assert v.auc_ci[1] < 0 and v.auc_diff == pytest.approx(-0.03, abs=0.003)
+    assert v.labels_saved["saved"] is None and v.labels_saved["ci"] is None
+
+
+def test_two_shared_seeds_give_no_verdict_and_no_intervals():
+    runs = paired_study(0.02, seeds=range(5), noise=0.003)
+    runs = [r for r in runs if r["variant"] == "pal" or r["params"]["seed"] in ("0", "1")]
+    (v,) = paired_verdicts(runs, "test_accuracy", "random")
+    assert v.n_seeds == 2 and v.seeds == ["0", "1"]
+    assert v.verdict == NO_VERDICT == "no verdict (fewer than 3 shared seeds)"
+    assert v.auc_ci is None and all(d.ci is None for d in v.rounds)
+    assert v.auc_diff == pytest.approx(0.02, abs=0.005)  # the mean is still there
+    assert v.labels_saved["ci"] is None and v.labels_saved["resamples"] == 0
+    assert v.labels_saved["saved"] is not None
+
+
+def test_no_reference_means_no_verdicts():
+    assert paired_verdicts(paired_study(0.02), "test_accuracy", None) == []
+    (v,) = paired_verdicts(paired_study(0.02), "test_accuracy", "pal")
+    assert v.variant == "random" and v.verdict == "worse"
+
+
+def test_labels_saved_gets_a_reproducible_bootstrap_interval_over_seeds():
+    runs = paired_study(0.02, noise=0.01, rng_seed=2)
+    (v,) = paired_verdicts(runs, "test_accuracy", "random")
+    saved = v.labels_saved
+    # the point estimate is labels_saved on the (all shared) seeds' mean curves
+    table = labels_saved(curves(runs, "test_accuracy"), "random")
+    assert saved["saved"] == pytest.approx(table["pal"]["saved"])
+    assert saved["saved_percent"] == pytest.approx(table["pal"]["saved_percent"])
+    assert saved["resamples"] == 2000 and saved["defined"] == 2000 and saved["seed"] == 0
+    # the same resamples, done one at a time with the scalar first_crossing
+    p = pair_by_seed(runs, "pal", "random", "test_accuracy")
+    idx = np.random.default_rng(0).integers(0, 5, size=(2000, 5))
+    one_by_one = [
+        p.reference_labeled[i, -1].mean()
+        - first_crossing(
+            p.variant_labeled[i].mean(0), p.variant[i].mean(0), p.reference[i, -1].mean()
+        )
+        for i in idx
+    ]
+    assert saved["ci"] == pytest.approx(np.percentile(one_by_one, [2.5, 97.5]).tolist())
+    assert saved["ci"][0] < saved["saved"] < saved["ci"][1]
+    (again,) = paired_verdicts(runs, "test_accuracy", "random")
+    assert again.labels_saved == saved
+
+
+def test_labels_saved_has_no_interval_when_few_resamples_reach_the_target():
+    # final accuracies 0.9, 0.9, 0.75, 0.75, 0.75 against 0.8: the mean (0.81) reaches it, but a
+    # resample with fewer than two 0.9s (a third of them) does not
+    runs = [run("random", s, [0.5, 0.6, 0.8], labeled=(100, 150, 200)) for s in range(5)]
+    runs += [
+        run("pal", s, [0.5, 0.6, final], labeled=(100, 150, 200))
+        for s, final in enumerate((0.9, 0.9, 0.75, 0.75, 0.75))
+    ]
+    (v,) = paired_verdicts(runs, "test_accuracy", "random")
+    saved = v.labels_saved
+    assert saved["saved"] == pytest.approx(200 - (150 + 50 * 0.2 / 0.21))
+    assert 1000 < saved["defined"] < 0.95 * 2000 and saved["ci"] is None
 
 
 def test_reference_is_the_variant_running_the_random_strategy():
@@ -153,7 +303,13 @@ def test_write_report_draws_every_variant_and_writes_the_tables(tmp_path):
     runs.append({**run("vaal", 0, [0.5, 0.5, 0.5]), "status": "FAILED"})
     rep = write_report({"name": "toy", "parent_run_id": None, "runs": runs}, tmp_path)
 
-    assert set(rep.files) >= {"accuracy.png", "accuracy.csv", "missing_classes.png", "report.md"}
+    assert set(rep.files) >= {
+        "accuracy.png",
+        "accuracy.csv",
+        "missing_classes.png",
+        "paired_difference.png",
+        "report.md",
+    }
     for name in ("accuracy.png", "missing_classes.png"):
         assert imread(rep.files[name]).shape[:2] == (450, 700)
         for variant in ("random", "pal"):
@@ -177,6 +333,51 @@ def test_write_report_draws_every_variant_and_writes_the_tables(tmp_path):
         0.6,
         0.3,
     ]
+    # two seeds: the verdict says why there is none
+    assert f"| pal | random | 2 | +22.00 | 62 | {NO_VERDICT} |" in rep.markdown
+    (verdict,) = json.loads(rep.files["report.json"].read_text())["verdicts"]
+    assert verdict["verdict"] == NO_VERDICT and verdict["auc_ci"] is None
+
+
+def test_write_report_writes_the_verdicts(tmp_path):
+    runs = paired_study(0.02, noise=0.003)
+    runs += [  # vaal: each seed's random curve 3 points lower after round 0
+        run("vaal", int(r["params"]["seed"]), [a - 0.03 * (i > 0) for i, a in acc], labeled=LABELED)
+        for r in runs
+        if r["variant"] == "random"
+        for acc in [r["history"]["test_accuracy"].items()]
+    ]
+    rep = write_report({"name": "toy", "parent_run_id": None, "runs": runs}, tmp_path)
+
+    data = json.loads(rep.files["report.json"].read_text())
+    by_variant = {v["variant"]: v for v in data["verdicts"]}
+    assert set(by_variant) == {"pal", "vaal"}
+    pal_, vaal = by_variant["pal"], by_variant["vaal"]
+    assert (pal_["verdict"], vaal["verdict"]) == ("better", "worse")
+    assert pal_["reference"] == "random" and pal_["n_seeds"] == 5
+    assert pal_["auc_diff"] == pytest.approx(0.02, abs=0.002) and len(pal_["auc_ci"]) == 2
+    assert pal_["rounds"][1].keys() >= {"round", "percent_labeled", "diff", "ci"}
+    assert pal_["rounds"][1]["percent_labeled"] == pytest.approx(15.0)
+    assert (
+        pal_["labels_saved"]["ci"][0]
+        <= pal_["labels_saved"]["saved"]
+        <= (pal_["labels_saved"]["ci"][1])
+    )
+    assert vaal["labels_saved"]["saved"] is None
+
+    assert "## Verdicts (against `random`, paired by seed)" in rep.markdown
+    assert "95% paired t" in rep.markdown and "bootstrap" in rep.markdown
+    auc, ci = 100 * pal_["auc_diff"], [100 * v for v in pal_["auc_ci"]]
+    row = f"| pal | random | 5 | {auc:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] |"
+    assert row in rep.markdown and rep.markdown.count("| better |") == 1
+    assert "| vaal | random | 5 |" in rep.markdown and "| not reached" in rep.markdown
+    assert rep.markdown == (tmp_path / "report.md").read_text()
+
+    png = rep.files["paired_difference.png"]
+    assert imread(png).shape[:2] == (450, 700)
+    for variant in ("pal", "vaal"):
+        assert pixels_of(png, rep.colors[variant]) > 100, variant
+    assert pixels_of(png, "black") > 300  # the zero line
 
 
 def test_a_study_without_finished_runs_is_a_config_error(tmp_path):
@@ -224,10 +425,13 @@ def test_pal_report_reads_the_study_from_mlflow_and_logs_onto_its_run(toy_study,
         "report/accuracy.csv",
         "report/missing_classes.png",
         "report/correlations.csv",
+        "report/paired_difference.png",
         "report/report.md",
+        "report/report.json",
     } <= logged
-    png = client.download_artifacts(parent, "report/accuracy.png", str(tmp_path))
-    assert imread(png).shape[:2] == (450, 700)
+    for name in ("accuracy.png", "paired_difference.png"):
+        png = client.download_artifacts(parent, f"report/{name}", str(tmp_path))
+        assert imread(png).shape[:2] == (450, 700)
 
     # the table's means are the means of what the runs logged
     children = client.search_runs(
@@ -250,8 +454,14 @@ def test_pal_report_reads_the_study_from_mlflow_and_logs_onto_its_run(toy_study,
         corr[0]["ss_sc_pearson_mean"]
     ) <= 1
     # missing-class shares come from the logged per-round metric
-    share = json.loads((out / "report.json").read_text())["missing_class_share"]["random"]
+    data = json.loads((out / "report.json").read_text())
+    share = data["missing_class_share"]["random"]
     assert share["rounds"] == [1, 2] and all(0 <= v <= 1 for v in share["mean"])
+    # pal against random, paired on seeds 0 and 1: too few for a verdict
+    (verdict,) = data["verdicts"]
+    assert (verdict["variant"], verdict["reference"], verdict["n_seeds"]) == ("pal", "random", 2)
+    assert verdict["verdict"] == NO_VERDICT and [r["round"] for r in verdict["rounds"]] == [0, 1, 2]
+    assert verdict["rounds"][0]["diff"] == 0.0  # the same seed starts from the same model
 
 
 def test_report_by_parent_run_id_equals_report_by_name(toy_study, tmp_path):

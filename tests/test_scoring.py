@@ -106,3 +106,124 @@ def test_correlations_match_scipy():
     assert scoring.pearson(ta, tb) == pytest.approx(scipy.stats.pearsonr(a, b)[0], abs=1e-9)
     assert scoring.spearman(ta, tb) == pytest.approx(scipy.stats.spearmanr(a, b)[0], abs=1e-9)
     assert math.isnan(scoring.pearson(ta, torch.ones(200)))
+
+
+# ------------------------------------------------------------ score_norm and the terms' weight
+def test_zscore_normalisation_hand_values():
+    s = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    std = math.sqrt(1.25)  # population std of 1..4
+    expected = [(v - 2.5) / std for v in s.tolist()]
+    assert scoring.normalize_score(s, "zscore").tolist() == pytest.approx(expected)
+    assert scoring.normalize_score(torch.full((3,), -7.0), "zscore").tolist() == [0.0] * 3
+    assert scoring.normalize_score(s, "none") is s
+
+
+def test_rank_normalisation_hand_values_with_ties():
+    s = torch.tensor([10.0, -5.0, 10.0, 0.0])
+    # ranks -5 -> 1, 0 -> 2, the two 10s share (3 + 4) / 2; scaled by (r - 1) / (N - 1)
+    got = scoring.normalize_score(s, "rank")
+    assert got.tolist() == pytest.approx([2.5 / 3, 0.0, 2.5 / 3, 1.0 / 3])
+    assert scoring.normalize_score(torch.tensor([3.0]), "rank").tolist() == [0.0]
+    with pytest.raises(ValueError, match="score_norm"):
+        scoring.normalize_score(s, "minmax")
+
+
+@pytest.mark.parametrize("norm", ["zscore", "rank"])
+def test_normalisation_keeps_a_huge_scale_term_from_dominating(norm):
+    """S_C at 1000x the scale of S_S ranks alone unless each term is standardised first."""
+    gen = torch.Generator().manual_seed(0)
+    s_s = torch.randn(200, generator=gen)
+    s_c = torch.randn(200, generator=gen)
+    raw = scoring.run_subqueries(s_s, 1000 * s_c, [20], 1.0, 0.0)
+    assert raw.diagnostics["score_sc_spearman"] > 0.999  # S_S does not count
+    assert torch.equal(raw.picked, scoring.top_n(s_c, 20))
+    normed = scoring.run_subqueries(s_s, 1000 * s_c, [20], 1.0, 0.0, score_norm=norm)
+    same_scale = scoring.run_subqueries(s_s, s_c, [20], 1.0, 0.0, score_norm=norm)
+    assert torch.equal(normed.picked, same_scale.picked)  # the scale of S_C does not matter
+    d = normed.diagnostics
+    assert 0.5 < d["score_ss_spearman"] < 0.9 and 0.5 < d["score_sc_spearman"] < 0.9
+    assert d["sc_std"] == pytest.approx(1000 * d["ss_std"], rel=0.3)  # raw terms' spread
+
+
+@pytest.mark.parametrize("norm", ["zscore", "rank"])
+def test_score_norm_applies_to_s_d_on_the_remaining_pool(norm):
+    """A 1000x S_D decides the second sub-query alone, unless it is standardised first."""
+    gen = torch.Generator().manual_seed(2)
+    s_s, s_c = torch.randn(40, generator=gen), torch.randn(40, generator=gen)
+    s_d = torch.randn(40, generator=gen)  # by pool position; the diversity sees the remaining
+    seen = []
+
+    def diversity(scale):
+        def s_d_of(picked, remaining):
+            seen.append(remaining.numel())
+            return scale * s_d[remaining]
+
+        return s_d_of
+
+    raw = scoring.run_subqueries(s_s, s_c, [5, 5], 1.0, 1.0, diversity(1000.0))
+    first, second = raw.picked[:5], raw.picked[5:]
+    rest = torch.tensor([i for i in range(40) if i not in first.tolist()])
+    assert torch.equal(second, rest[scoring.top_n(s_d[rest], 5)])  # S_D alone
+    normed = scoring.run_subqueries(s_s, s_c, [5, 5], 1.0, 1.0, diversity(1000.0), norm)
+    same = scoring.run_subqueries(s_s, s_c, [5, 5], 1.0, 1.0, diversity(1.0), norm)
+    assert torch.equal(normed.picked, same.picked)
+    assert not torch.equal(normed.picked[5:], second)
+    assert normed.diagnostics["sd_std/2"] == pytest.approx(1000 * same.diagnostics["sd_std/2"])
+    assert seen == [35] * 3
+
+
+def test_diagnostics_of_a_diversity_that_reverses_the_ranking():
+    """S_D = -S_S: every later sub-query takes the lowest S_S, so each of its picks is one that
+    S_S + lambda1 S_C alone would not have taken."""
+    s_s = torch.arange(10, dtype=torch.float32)  # position 9 is the most novel
+    s_c = -torch.arange(10, dtype=torch.float32)
+    calls = []
+
+    def reverse(picked, remaining):
+        calls.append((picked.tolist(), remaining.tolist()))
+        return -s_s[remaining]
+
+    got = scoring.run_subqueries(s_s, s_c, [2, 2, 2], 0.0, 2.0, reverse)
+    assert got.picked.tolist() == [9, 8, 0, 1, 2, 3]  # score = S_S - 2 S_S = -S_S
+    assert calls[1] == ([9, 8, 0, 1], [2, 3, 4, 5, 6, 7])
+    d = got.diagnostics
+    assert d["sd_changed"] == 4.0  # 0, 1, 2, 3 are not in the top 6 (9 .. 4) of S_S
+    assert d["sd_finetune_changed"] == 4.0  # with S_D = S_S the query is 9 .. 4 as well
+    assert d["ss_std"] == pytest.approx(math.sqrt(99 / 12))  # population std of 0..9
+    assert d["sc_std"] == pytest.approx(math.sqrt(99 / 12))
+    assert d["score_ss_spearman"] == pytest.approx(1.0)
+    assert d["score_sc_spearman"] == pytest.approx(-1.0)
+    assert d["sd_std/2"] == pytest.approx(math.sqrt(63 / 12))  # -S_S over the 8 remaining
+    assert d["sd_std/3"] == pytest.approx(math.sqrt(35 / 12))
+    for k in (2, 3):
+        assert d[f"sd_ss_spearman/{k}"] == pytest.approx(-1.0)
+        assert d[f"score_sd_spearman/{k}"] == pytest.approx(1.0)
+    assert d["sd_ss_spearman"] == pytest.approx(-1.0)
+    assert "sd_std/1" not in d
+
+
+def test_diagnostics_without_s_d_report_no_change():
+    gen = torch.Generator().manual_seed(1)
+    s_s, s_c = torch.randn(50, generator=gen), torch.randn(50, generator=gen)
+
+    def shuffle(picked, remaining):
+        return torch.randn(remaining.numel(), generator=gen)
+
+    for sizes, lambda2 in (([10], 1.0), ([5, 5], 0.0)):
+        got = scoring.run_subqueries(s_s, s_c, sizes, 0.5, lambda2, shuffle)
+        assert got.diagnostics["sd_changed"] == 0.0
+        assert torch.equal(got.picked, scoring.top_n(s_s + 0.5 * s_c, 10))
+    assert "sd_ss_spearman" not in scoring.run_subqueries(s_s, s_c, [10], 0.5, 1.0).diagnostics
+    # the same as select_subqueries, which returns only the picks
+    with_sd = scoring.run_subqueries(s_s, s_c, [4, 3, 3], 0.5, 1.0, lambda p, r: -s_s[r])
+    assert torch.equal(
+        with_sd.picked,
+        scoring.select_subqueries(s_s, s_c, [4, 3, 3], 0.5, 1.0, lambda p, r: -s_s[r]),
+    )
+    assert with_sd.diagnostics["sd_changed"] > 0
+    assert with_sd.diagnostics["sd_finetune_changed"] > 0
+    # a fine-tune that changes nothing: S_D = S_S counts S_S twice, but moves no pick of its own
+    unmoved = scoring.run_subqueries(s_s, s_c, [4, 3, 3], 0.5, 1.0, lambda p, r: s_s[r])
+    assert unmoved.diagnostics["sd_finetune_changed"] == 0.0
+    assert unmoved.diagnostics["sd_ss_spearman"] == pytest.approx(1.0)
+    assert unmoved.diagnostics["sd_changed"] > 0  # the extra weight on S_S alone changes picks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -152,12 +153,60 @@ def test_rotation_score_alone_prefers_noise_to_digits(digits):
     assert len(chosen & set(novel)) >= 0.5 * len(novel)  # 20 of 220: random would get ~2
 
 
-def test_pal_reports_the_table1_correlations(digits):
-    config = SMALL.replace(epochs_scoring=3)
+PAL_DIAGNOSTICS = {"ss_std", "sc_std", "score_ss_spearman", "score_sc_spearman", "sd_changed"}
+
+
+def test_pal_reports_the_table1_correlations_and_the_terms_diagnostics(digits):
+    config = SMALL.replace(epochs_scoring=3)  # K = 3: two fine-tunes
     ctx = make_context(digits, config, range(100), range(100, 400))
-    metrics = build_strategy(config).query(ctx, 30).metrics
-    assert set(metrics) == {"ss_sc_pearson", "ss_sc_spearman"}
-    assert all(-1.0 <= v <= 1.0 and not math.isnan(v) for v in metrics.values())
+    query = build_strategy(config).query(ctx, 30)
+    metrics = {k: v for k, v in query.metrics.items() if not k.startswith("scoring/")}
+    per_subquery = {f"{name}/{k}" for k in (2, 3) for name in ("sd_std", "sd_ss_spearman")}
+    per_subquery |= {"score_sd_spearman/2", "score_sd_spearman/3"}
+    with_sd = {"sd_ss_spearman", "sd_finetune_changed"}
+    assert set(metrics) == {"ss_sc_pearson", "ss_sc_spearman"} | (
+        PAL_DIAGNOSTICS | with_sd | per_subquery
+    )
+    correlations = [v for k, v in metrics.items() if "spearman" in k or "pearson" in k]
+    assert all(-1.0 <= v <= 1.0 and not math.isnan(v) for v in correlations)
+    assert metrics["ss_std"] > 0 and metrics["sc_std"] > 0 and metrics["sd_std/2"] > 0
+    assert metrics["sd_ss_spearman"] == pytest.approx(
+        (metrics["sd_ss_spearman/2"] + metrics["sd_ss_spearman/3"]) / 2
+    )
+    assert metrics["sd_changed"] in range(0, 21)  # at most the 20 picks after the first 10
+    assert metrics["sd_finetune_changed"] in range(0, 21)
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_pal_without_s_d_reports_no_change(digits):
+    config = SMALL.replace(epochs_scoring=2, lambda2=0.0)
+    ctx = make_context(digits, config, range(60), range(60, 200))
+    query = build_strategy(config).query(ctx, 20)
+    metrics = {k: v for k, v in query.metrics.items() if not k.startswith("scoring/")}
+    assert set(metrics) == {"ss_sc_pearson", "ss_sc_spearman"} | PAL_DIAGNOSTICS
+    assert metrics["sd_changed"] == 0.0
+
+
+def test_score_norm_rank_reaches_the_query(digits, monkeypatch):
+    """score_norm from the config: with rank, S_C's scale no longer sets the query."""
+    scale = {"value": 1.0}
+    original = rotation.score_pool
+
+    def scaled(*args, **kwargs):
+        scores = original(*args, **kwargs)
+        scores.s_c = scores.s_c * scale["value"]
+        return scores
+
+    monkeypatch.setattr(rotation, "score_pool", scaled)
+    picks = {}
+    for norm in ("none", "rank"):
+        config = SMALL.replace(epochs_scoring=2, lambda2=0.0, score_norm=norm)
+        for value in (1.0, 1000.0):
+            scale["value"] = value
+            ctx = make_context(digits, config, range(60), range(60, 200))
+            picks[norm, value] = build_strategy(config).query(ctx, 20).indices
+    assert torch.equal(picks["rank", 1.0], picks["rank", 1000.0])
+    assert not torch.equal(picks["none", 1.0], picks["none", 1000.0])
 
 
 def test_lambda2_zero_runs_no_finetune(digits, monkeypatch):
@@ -271,7 +320,7 @@ class RecordingPretext(Pretext):
 
     def train(self, net, ctx):
         self.calls.append("train")
-        super().train(net, ctx)
+        return super().train(net, ctx)
 
     def score(self, net, ctx, keep=False):
         self.calls.append(("score", keep))
@@ -298,7 +347,9 @@ def test_pal_runs_any_registered_pretext_through_the_seam(digits, monkeypatch):
     ctx.task = "toy"
     query = build_strategy(config).query(ctx, 9)
     assert query.indices.tolist() == list(range(40, 49))  # S_S = -position, S_D = 0
-    assert set(query.metrics) == {"ss_sc_pearson", "ss_sc_spearman"}
+    assert {"ss_sc_pearson", "ss_sc_spearman", "sd_ss_spearman", "sd_std/3"} <= set(query.metrics)
+    assert query.metrics["sd_changed"] == query.metrics["sd_finetune_changed"] == 0.0
+    assert query.metrics["scoring/epoch"] == config.epochs_scoring  # the pretext's FitReport
     assert RecordingPretext.calls == [
         "network",
         "train",
@@ -307,3 +358,75 @@ def test_pal_runs_any_registered_pretext_through_the_seam(digits, monkeypatch):
         ("diversity", 3, 57),
         ("diversity", 6, 54),
     ]
+
+
+# ------------------------------------------------------------------ finetune_start
+def _phi_and_scores(digits, config):
+    """A scoring network (phi) trained briefly, the pool's scores and the query's context."""
+    ctx = make_context(digits, config, range(60), range(60, 200))
+    pretext = pretext_for("classification")
+    net = pretext.build(ctx)
+    pretext.train(net, ctx)
+    scores = pretext.score(net, ctx, keep=config.finetune_scope == "head")
+    return net, scores, ctx
+
+
+def _steps(finetuner, pool_size):
+    """Two fine-tune steps on the first 10 then the first 20 positions; S_D of each step."""
+    return [finetuner(torch.arange(m), torch.arange(m, pool_size)) for m in (10, 20)]
+
+
+@pytest.mark.parametrize("scope", ["head", "all"])
+def test_restart_fine_tunes_each_step_from_phi(digits, scope):
+    """finetune_start=restart: S_D at step 2 is a fresh fine-tune of phi on the same picks with
+    the same generator; continue's step 2 starts where step 1 ended, so it differs."""
+    config = SMALL.replace(finetune_scope=scope, finetune_epochs=3, finetune_lr_factor=2.0)
+    net, scores, ctx = _phi_and_scores(digits, config)
+    phi_state = {k: v.clone() for k, v in net.state_dict().items()}
+
+    def finetuner(start):
+        step_ctx = dataclasses.replace(ctx, config=config.replace(finetune_start=start))
+        return pretext_for("classification").finetuner(net, scores, step_ctx)
+
+    restarted = _steps(finetuner("restart"), 140)
+    fresh = finetuner("restart")
+    fresh.step = 1  # the next step is 2: its generator, from a fresh copy of phi
+    alone = fresh(torch.arange(20), torch.arange(20, 140))
+    assert torch.equal(restarted[1], alone)
+    continued = _steps(finetuner("continue"), 140)
+    assert torch.equal(continued[0], restarted[0])  # step 1 starts from phi either way
+    assert not torch.allclose(continued[1], restarted[1])
+    for key, value in net.state_dict().items():  # phi itself never moves
+        assert torch.equal(value, phi_state[key]), key
+
+
+def test_restart_copies_phi_before_every_step(digits, monkeypatch):
+    """A spy on the fine-tune: with restart, the model each step trains starts equal to phi."""
+    config = SMALL.replace(finetune_start="restart", finetune_epochs=2, finetune_lr_factor=2.0)
+    net, scores, ctx = _phi_and_scores(digits, config)
+    head = net.rotation_head.weight.detach().clone()
+    starts = []
+    original = rotation.fit
+
+    def spy(module, *args, **kwargs):
+        starts.append(torch.equal(module.weight.detach(), head))
+        return original(module, *args, **kwargs)
+
+    monkeypatch.setattr(rotation, "fit", spy)
+    finetuner = pretext_for("classification").finetuner(net, scores, ctx)
+    _steps(finetuner, 140)
+    finetuner(torch.arange(30), torch.arange(30, 140))
+    assert starts == [True, True, True]
+    starts.clear()
+    continued = dataclasses.replace(ctx, config=config.replace(finetune_start="continue"))
+    _steps(pretext_for("classification").finetuner(net, scores, continued), 140)
+    assert starts == [True, False]
+
+
+@pytest.mark.parametrize("scope", ["head", "all"])
+def test_restart_query_is_deterministic_for_a_seed(small_ctx, scope):
+    config = SMALL.replace(finetune_start="restart", finetune_scope=scope, lambda2=2.0)
+    first = build_strategy(config).query(small_ctx(config, seed=3), 12)
+    second = build_strategy(config).query(small_ctx(config, seed=3), 12)
+    assert torch.equal(first.indices, second.indices)
+    assert first.metrics == pytest.approx(second.metrics, nan_ok=True)

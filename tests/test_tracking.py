@@ -20,6 +20,7 @@ from pal.config import field_names
 from pal.loop import Experiment
 from pal.tracking import (
     DEFAULT_TRACKING_URI,
+    UNDERFIT_TAG,
     MLflowTracker,
     check_tracking_store,
     get_or_create_experiment,
@@ -33,6 +34,7 @@ from tests.servers import free_port, start_mlflow_server
 ROUND_KEYS = (
     "val_accuracy",
     "test_accuracy",
+    "train_accuracy",
     "n_labeled",
     "n_noisy_labels",
     "round_seconds",
@@ -237,6 +239,28 @@ def test_a_resumed_run_has_every_round_exactly_once(store):
         "rounds/round_002.json",
     ]
     assert set(run.data.params) == set(field_names())  # logged once, when the run was created
+
+
+def test_underfit_rounds_become_a_run_tag_that_survives_a_resume(store):
+    config = pal.make_config(**FAST, strategy="random", seed=4)
+    experiment = Experiment(config)
+    records = list(experiment.rounds())
+    records[0].underfit = ["train_accuracy"]
+    records[1].underfit = []
+    records[2].underfit = ["train_accuracy", "scoring/rotation_train_accuracy"]
+    client = MlflowClient(store)
+    with MLflowTracker(config, store, experiment_name="underfit") as tracker:
+        tracker(records[0])
+        tracker(records[1])
+    assert client.get_run(tracker.run_id).data.tags[UNDERFIT_TAG] == "0:train_accuracy"
+    with MLflowTracker(config, store, experiment_name="underfit", run_id=tracker.run_id) as again:
+        again(records[2])
+    assert client.get_run(tracker.run_id).data.tags[UNDERFIT_TAG] == (
+        "0:train_accuracy 2:train_accuracy 2:scoring/rotation_train_accuracy"
+    )
+    with MLflowTracker(config, store, experiment_name="underfit-none") as clean:
+        clean(records[1])
+    assert UNDERFIT_TAG not in client.get_run(clean.run_id).data.tags
 
 
 def test_resuming_an_unknown_run_names_run_id(store):

@@ -1,7 +1,12 @@
 """What the paper-protocol HPO jobs share: the preset as base, the search space, the smoke size.
 
-The search follows the paper's Appendix B (lambda1, lambda2 in {0.5, 1}, widened here to [0, 2];
-learning rates in [1e-4, 1e-1]; SGD or Adam) plus the number of sub-queries K.
+The search follows the paper's Appendix B (lambda1, lambda2 in {0.5, 1}, widened here:
+lambda1 log-uniform in [0.01, 2], since S_C's spread is several times S_S's and a small lambda1
+is what lets S_S count; lambda2 in [0, 2]; learning rates in [1e-4, 1e-1]; SGD or Adam) plus
+the number of sub-queries K and how the terms are weighed and the sub-query fine-tune runs:
+``score_norm`` (none, zscore, rank), ``finetune_epochs`` (1..20), ``finetune_lr_factor``
+(log-uniform 0.03..1), ``finetune_start`` (continue, restart) and ``finetune_scope`` (head, all;
+``all`` + ``restart`` is the authors' code).
 """
 
 from pathlib import Path
@@ -16,9 +21,14 @@ def paper_protocol_job(dataset: str, max_subqueries: int = 10) -> dict:
         "name": f"{dataset}_pal_hpo",
         "base": yaml.safe_load((CONFIGS / f"{dataset}.yaml").read_text()),
         "search_space": {
-            "lambda1": ["uniform", 0.0, 2.0],
+            "lambda1": ["loguniform", 0.01, 2.0],
             "lambda2": ["uniform", 0.0, 2.0],
             "subqueries": ["randint", 1, max_subqueries],
+            "score_norm": ["choice", ["none", "zscore", "rank"]],
+            "finetune_epochs": ["randint", 1, 20],
+            "finetune_lr_factor": ["loguniform", 0.03, 1.0],
+            "finetune_start": ["choice", ["continue", "restart"]],
+            "finetune_scope": ["choice", ["head", "all"]],
             "lr_task": ["loguniform", 1e-4, 1e-1],
             "lr_scoring": ["loguniform", 1e-4, 1e-1],
             "optimizer": ["choice", ["sgd", "adam"]],

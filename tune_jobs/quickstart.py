@@ -1,4 +1,6 @@
-"""Quickstart sweep: PAL on the embedded digits, Optuna over PAL's hyperparameters.
+"""Quickstart sweep: PAL on the embedded digits, Optuna over PAL's hyperparameters (the weights
+lambda1 (log scale), lambda2, K, ``score_norm``, the sub-query fine-tune's epochs, learning-rate
+factor, start and scope) and the learning rates and optimizer.
 
     pal sweep tune_jobs/quickstart.py            # 8 trials, 2 at a time, 2 CPU cores
     pal sweep tune_jobs/quickstart.py --smoke    # 2 tiny trials: what the tests run
@@ -27,9 +29,14 @@ def get_job():
             "seed": 0,
         },
         "search_space": {
-            "lambda1": ["uniform", 0.0, 2.0],
+            "lambda1": ["loguniform", 0.01, 2.0],
             "lambda2": ["uniform", 0.0, 2.0],
             "subqueries": ["randint", 1, 6],
+            "score_norm": ["choice", ["none", "zscore", "rank"]],
+            "finetune_epochs": ["randint", 1, 20],
+            "finetune_lr_factor": ["loguniform", 0.03, 1.0],
+            "finetune_start": ["choice", ["continue", "restart"]],
+            "finetune_scope": ["choice", ["head", "all"]],
             "lr_task": ["loguniform", 1e-3, 1e-1],
             "lr_scoring": ["loguniform", 1e-3, 1e-1],
             "optimizer": ["choice", ["sgd", "adam"]],

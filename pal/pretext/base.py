@@ -33,7 +33,7 @@ from pal.config import ConfigError
 from pal.models import dropout_generator
 from pal.registry import Registry
 from pal.rng import seeded_init
-from pal.training import FitSpec, fit
+from pal.training import FitReport, FitSpec, Selection, fit
 
 if TYPE_CHECKING:
     from pal.config import Config
@@ -109,16 +109,51 @@ class Pretext(abc.ABC):
         ``compile`` runs the forward pass through ``torch.compile``.
         """
 
-    def train(self, net: nn.Module, ctx: QueryContext) -> None:
+    def train(self, net: nn.Module, ctx: QueryContext) -> FitReport:
         """Train ``net`` from its init on ``D_L`` (Algorithm 1, first loop): ``epochs_scoring``
         epochs of :meth:`training_loss`, batches and augmentations from
-        ``ctx.generator("scoring")``, dropout masks from ``ctx.generator("scoring-dropout")``."""
-        spec = FitSpec.from_config(ctx.config, "scoring")
+        ``ctx.generator("scoring")``, dropout masks from ``ctx.generator("scoring-dropout")``.
+
+        With ``model_selection=best_val`` and a validation set, ``net`` keeps the checked epoch
+        with the lowest :meth:`validation_loss` (as the PAL authors' code does)."""
+        cfg = ctx.config
+        spec = FitSpec.from_config(cfg, "scoring")
         generator = ctx.generator("scoring")
+        select = None
+        if cfg.model_selection == "best_val" and ctx.val is not None and ctx.val.numel():
+            select = Selection(lambda: self.validation_loss(net, ctx), cfg.val_checks)
         with dropout_generator(net, ctx.generator("scoring-dropout")):
             loss = self.training_loss(net, ctx, generator, spec.compile)
             n = ctx.labeled.numel()
-            fit(net, n, loss, spec, generator, progress=ctx.progress, phase="scoring")
+            return fit(
+                net,
+                n,
+                loss,
+                spec,
+                generator,
+                progress=ctx.progress,
+                phase="scoring",
+                select=select,
+            )
+
+    @torch.no_grad()
+    def validation_loss(self, net: nn.Module, ctx: QueryContext) -> float:
+        """:meth:`training_loss` on the validation set ``ctx.val`` against the oracle's labels,
+        without augmentation, in the current mode of ``net``; draws from
+        ``ctx.generator("scoring-val")`` afresh each call, so every epoch is measured alike."""
+        val_ctx = dataclasses.replace(ctx, labeled=ctx.val, augment_mode="none")
+        loss = self.training_loss(net, val_ctx, ctx.generator("scoring-val"))
+        positions = torch.arange(ctx.val.numel(), device=ctx.device)
+        total = torch.zeros((), device=ctx.device)
+        for chunk in positions.split(max(2, ctx.config.eval_batch_size // 4)):
+            total += loss(chunk).float() * chunk.numel()
+        return float(total) / max(positions.numel(), 1)
+
+    def fit_metrics(self, net: nn.Module, ctx: QueryContext) -> tuple[dict[str, float], tuple]:
+        """How the trained ``net`` fits: ``(metrics, fit_keys)``, the metrics logged with the
+        query (``scoring/...``) and those of them that are training-set accuracies, held to
+        ``fit_threshold``. None by default."""
+        return {}, ()
 
     # ------------------------------------------------------------------ the query
     @abc.abstractmethod
@@ -136,14 +171,23 @@ class Pretext(abc.ABC):
 
 
 class Finetuner:
-    """What every pretext's sub-query fine-tune shares (Section 3.3): a copy of ``model`` (the
-    pretext head, or the whole scoring network) made once per query and trained on from
-    sub-query to sub-query with ``FitSpec.finetune(config)``, each step's draws from
-    ``ctx.generator("finetune", step)``. Subclasses are the :data:`DiversityFn` of
-    :meth:`Pretext.finetuner`.
+    """What every pretext's sub-query fine-tune shares (Section 3.3): the copy of ``model`` (the
+    pretext head, or the whole scoring network) that is fine-tuned with
+    ``FitSpec.finetune(config)``, each step's draws from ``ctx.generator("finetune", step)``.
+    Subclasses are the :data:`DiversityFn` of :meth:`Pretext.finetuner`; each step calls
+    :meth:`next_generator` first and then trains and scores :attr:`model`.
+
+    ``finetune_start`` decides where each step starts:
+
+    - ``continue`` (Algorithm 1): one copy made per query and trained on from sub-query to
+      sub-query;
+    - ``restart`` (the authors' code): before each step a fresh copy of ``model`` (``phi``, the
+      trained scoring network) is fine-tuned on everything picked so far, so step ``k`` does not
+      depend on the steps before it.
 
     Args:
-        model: what the fine-tune moves (copied; the scoring network stays as it is).
+        model: what the fine-tune moves (copied; the scoring network stays as it is, and must
+            not change while the query runs: ``restart`` copies it again at every step).
         features: the cached inputs of a head-only fine-tune (:attr:`PoolScores.features`), or
             ``None`` to fine-tune on the images.
     """
@@ -151,13 +195,18 @@ class Finetuner:
     def __init__(self, model: nn.Module, features: torch.Tensor | None, ctx: QueryContext):
         self.ctx, self.cfg = ctx, ctx.config
         self.features = features
+        self.phi = model
+        self.restart = self.cfg.finetune_start == "restart"
         self.model = copy.deepcopy(model)
         self.step = 0
         self.spec = FitSpec.finetune(self.cfg)
 
     def next_generator(self) -> torch.Generator:
-        """Start the next fine-tune step; its generator."""
+        """Start the next fine-tune step (with ``restart``, from a fresh copy of ``phi`` in
+        :attr:`model`); its generator."""
         self.step += 1
+        if self.restart and self.step > 1:  # step 1 starts from the copy made in __init__
+            self.model = copy.deepcopy(self.phi)
         return self.ctx.generator("finetune", self.step)
 
 

@@ -9,9 +9,10 @@ The scoring network is a :class:`pal.models.ScoringNet`: one backbone, a rotatio
   image): ``S_S = -sum_i g(rot_90i(x))_i`` (Eq. 1) and ``S_C = -KL(U || h(x))`` (Eq. 3, from the
   0-degree pass);
 - **fine-tune** (sub-queries, Section 3.3): a copy ``phi'`` of the rotation model, rotation loss
-  only. With ``finetune_scope=head`` the body is frozen, so the body's features of the rotated
-  pool ``[U, 4, d]`` are computed once and every fine-tune and re-score runs on the linear
-  rotation head alone; with ``all`` everything but the class head moves.
+  only, kept across the sub-queries or restarted from ``phi`` before each (``finetune_start``).
+  With ``finetune_scope=head`` the body is frozen, so the body's features of the rotated pool
+  ``[U, 4, d]`` are computed once and every fine-tune and re-score runs on the linear rotation
+  head alone; with ``all`` everything but the class head moves.
 """
 
 from __future__ import annotations
@@ -74,6 +75,19 @@ class RotationPretext(Pretext):
 
         return loss
 
+    def fit_metrics(self, net: ScoringNet, ctx: QueryContext) -> tuple[dict[str, float], tuple]:
+        """Rotation and class accuracy of ``net`` on ``D_L`` and on the validation set
+        (:func:`rotation_accuracies`); the two on ``D_L`` are its fit."""
+        bs = ctx.config.eval_batch_size
+        out: dict[str, float] = {}
+        for split, idx in (("train", ctx.labeled), ("val", ctx.val)):
+            if idx is None or idx.numel() == 0:
+                continue
+            rot, cls = rotation_accuracies(net, ctx.x[idx], ctx.labels[idx], ctx.normalize, bs)
+            out[f"scoring/rotation_{split}_accuracy"] = rot
+            out[f"scoring/class_{split}_accuracy"] = cls
+        return out, ("scoring/rotation_train_accuracy", "scoring/class_train_accuracy")
+
     def score(self, net: ScoringNet, ctx: QueryContext, keep: bool = False) -> PoolScores:
         """``S_S``, ``S_C`` of ``ctx.unlabeled`` (see :func:`score_pool`); with ``keep`` the
         body's features of the four rotations ``[U, 4, d]``."""
@@ -113,6 +127,26 @@ def score_pool(
 
 
 @torch.inference_mode()
+def rotation_accuracies(
+    net: ScoringNet, x: torch.Tensor, y: torch.Tensor, normalize: Normalizer, batch_size: int
+) -> tuple[float, float]:
+    """``(rotation accuracy, class accuracy)`` of ``net`` on ``x uint8 [N, C, H, W]`` with labels
+    ``y int64 [N]``: the share of the ``4N`` rotated images whose rotation the rotation head
+    names, and of the ``N`` upright images whose class the class head names (eval mode, no
+    augmentation)."""
+    net.eval()
+    rot_hits = cls_hits = torch.zeros((), device=x.device)
+    chunks = eval_chunks(x, batch_size, passes=4)
+    for chunk, labels in zip(chunks, y.split(chunks[0].shape[0] if chunks else 1), strict=True):
+        b = chunk.shape[0]
+        rot_logits, class_logits = net(scoring.rotations(normalize(chunk)))  # [4b, 4], [4b, K]
+        rot_hits = rot_hits + (rot_logits.argmax(1) == scoring.rotation_labels(b, x.device)).sum()
+        cls_hits = cls_hits + (class_logits.view(b, 4, -1)[:, 0].argmax(1) == labels).sum()
+    n = max(x.shape[0], 1)
+    return float(rot_hits) / (4 * n), float(cls_hits) / n
+
+
+@torch.inference_mode()
 def head_rotation_score(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """``S_S [M]`` (Eq. 1) from cached body features ``[M, 4, d]`` through a rotation head."""
     m = features.shape[0]
@@ -123,8 +157,10 @@ def head_rotation_score(head: nn.Module, features: torch.Tensor) -> torch.Tensor
 class RotationFinetuner(Finetuner):
     """The copy ``phi'`` of the rotation model, fine-tuned on the query so far (Section 3.3).
 
-    Made once per query and trained on from sub-query to sub-query (Algorithm 1); plain SGD at
-    ``finetune_lr_factor * lr_scoring`` for ``finetune_epochs`` epochs, rotation loss only.
+    Made once per query and trained on from sub-query to sub-query (Algorithm 1), or copied
+    afresh from the scoring network before each one (``finetune_start=restart``, see
+    :class:`Finetuner`); plain SGD at ``finetune_lr_factor * lr_scoring`` for
+    ``finetune_epochs`` epochs, rotation loss only.
     ``features [U, 4, d]`` (``finetune_scope=head``): the rotation head alone moves, on the
     cached features; ``None``: everything but the class head moves, on the images.
     """

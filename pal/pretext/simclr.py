@@ -178,8 +178,9 @@ def score_pool(
 
 class ContrastiveFinetuner(Finetuner):
     """The copy of ``g`` (or of the whole scoring network) fine-tuned with NT-Xent on the query
-    so far (Section 3.3): made once per query, trained on from sub-query to sub-query; plain SGD
-    at ``finetune_lr_factor * lr_scoring`` for ``finetune_epochs`` epochs.
+    so far (Section 3.3): made once per query, trained on from sub-query to sub-query, or copied
+    afresh before each one (``finetune_start=restart``, see :class:`Finetuner`); plain SGD at
+    ``finetune_lr_factor * lr_scoring`` for ``finetune_epochs`` epochs.
 
     ``embeddings [U, 2, c]`` (``finetune_scope=head``): the projection head alone moves, on the
     cached embeddings of the scoring views; ``None``: everything but the class head moves, on

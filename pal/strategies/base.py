@@ -45,6 +45,8 @@ class QueryContext:
         seed: the seed of this query; strategies derive every random draw from it.
         progress: optional per-epoch callback for strategies that train networks.
         task: ``"classification"`` or ``"segmentation"``.
+        val: ``int64 [V]`` dataset indices of the validation set (labeled by the oracle, never
+            queried): what strategies that train networks select and check them on.
     """
 
     config: Config
@@ -59,6 +61,7 @@ class QueryContext:
     seed: int
     progress: ProgressFn | None = None
     task: str = "classification"
+    val: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -70,11 +73,14 @@ class QueryContext:
 
 @dataclasses.dataclass
 class Query:
-    """A strategy's answer: ``indices`` ``int64 [n]`` (dataset indices, in the order chosen) and
-    strategy-specific ``metrics`` (plain floats, logged per round)."""
+    """A strategy's answer: ``indices`` ``int64 [n]`` (dataset indices, in the order chosen),
+    strategy-specific ``metrics`` (plain floats, logged per round) and ``fit_keys``, the metrics
+    that are a network's accuracy on its own training set (the loop warns when one is below
+    ``fit_threshold``)."""
 
     indices: torch.Tensor
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    fit_keys: tuple[str, ...] = ()
 
 
 class Strategy(abc.ABC):

@@ -8,9 +8,15 @@ segmentation):
 2. score the unlabeled pool once: ``S_S`` (Eq. 1 or 2) and ``S_C`` (Eq. 3), with their Pearson
    and Spearman correlation as the query's metrics (Table 1);
 3. split the query into ``K`` sub-queries; the first takes the top ``S_S + lambda1 S_C``; before
-   each later one a copy of the pretext model (made once per query) is fine-tuned on everything
-   chosen so far with the pretext loss only, ``S_D`` is ``S_S`` under the copy on the
-   still-unchosen samples, and the top ``S_S + lambda1 S_C + lambda2 S_D`` (Eq. 4) are taken.
+   each later one a copy of the pretext model (made once per query, or afresh before each
+   sub-query with ``finetune_start=restart``) is fine-tuned on everything chosen so far with the
+   pretext loss only, ``S_D`` is ``S_S`` under the copy on the still-unchosen samples, and the
+   top ``S_S + lambda1 S_C + lambda2 S_D`` (Eq. 4) are taken. ``score_norm`` standardises each
+   term over the samples it ranks before the weights apply.
+
+The query's metrics are the Table 1 correlations and the diagnostics of
+:func:`pal.scoring.run_subqueries`: the spread of each term, how the score correlates with each,
+and ``sd_changed``, how many picks ``S_D`` changed.
 
 ``finetune_scope=head`` keeps what the pretext head reads (the body's features) from the one
 scoring pass, so each fine-tune and re-score runs on the head alone. ``lambda2 = 0`` (or
@@ -58,13 +64,16 @@ class PALStrategy(Strategy):
         cfg = self.config
         pretext = pretext_for(ctx.task)
         net = pretext.build(ctx)
-        pretext.train(net, ctx)
+        fitted = pretext.train(net, ctx)
+        fit_metrics, fit_keys = pretext.fit_metrics(net, ctx)
         sizes = scoring.subquery_sizes(n, cfg.subqueries) if cfg.lambda2 > 0 else [n]
         keep = cfg.finetune_scope == "head" and len(sizes) > 1
         scores = pretext.score(net, ctx, keep)
         metrics = scoring.table1_correlations(scores.s_s, scores.s_c)
         diversity = pretext.finetuner(net, scores, ctx) if len(sizes) > 1 else None
-        picked = scoring.select_subqueries(
-            scores.s_s, scores.s_c, sizes, cfg.lambda1, cfg.lambda2, diversity
+        selection = scoring.run_subqueries(
+            scores.s_s, scores.s_c, sizes, cfg.lambda1, cfg.lambda2, diversity, cfg.score_norm
         )
-        return Query(ctx.unlabeled[picked], metrics)
+        metrics.update(selection.diagnostics)
+        metrics.update(fit_metrics, **{"scoring/epoch": float(fitted.chosen_epoch)})
+        return Query(ctx.unlabeled[selection.picked], metrics, fit_keys)
