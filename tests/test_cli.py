@@ -47,7 +47,7 @@ def table_rows(text: str) -> list[list[str]]:
     assert set(lines[header + 1].replace(" ", "")) == {"-"}
     rows = []
     for line in lines[header + 2 :]:
-        if not line.strip() or line.startswith("wrote "):
+        if not line.strip() or line.startswith(("wrote ", "* ")):  # "* ": the underfit note
             break
         rows.append(line.split())
     return rows

@@ -208,3 +208,29 @@ def test_randaugment_and_swa_change_the_task_network_and_stay_seeded():
 def test_randaugment_is_refused_for_segmentation():
     with pytest.raises(ConfigError, match="randaugment_ops"):
         pal.Experiment(pal.make_config("configs/digit_scenes.yaml", randaugment_ops=2))
+
+
+def test_the_scoring_network_is_selected_on_the_classes_its_labeled_set_holds(digits):
+    from pal.pretext import pretext_for
+    from pal.strategies import QueryContext
+
+    config = pal.make_config(**{**FAST, "missing_classes": ["3", "7"]})
+    exp = pal.Experiment(config, data=digits)
+    ctx = QueryContext(
+        config=config,
+        x=exp.x_train,
+        labels=exp.task.labels,
+        labeled=torch.as_tensor(exp.pool.labeled),
+        unlabeled=torch.as_tensor(exp.pool.unlabeled),
+        val=torch.as_tensor(exp.pool.val),
+        num_classes=exp.num_classes,
+        task_model=nn.Identity(),
+        normalize=exp.normalize,
+        augment_mode=exp.augment_mode,
+        seed=1,
+    )
+    val = pretext_for("classification").validation_set(ctx)
+    kept = exp.task.labels[val]
+    assert not torch.isin(kept, torch.tensor([3, 7])).any()
+    assert val.numel() == int((~torch.isin(exp.task.labels[ctx.val], torch.tensor([3, 7]))).sum())
+    assert 0 < val.numel() < ctx.val.numel()

@@ -114,13 +114,13 @@ class Pretext(abc.ABC):
         epochs of :meth:`training_loss`, batches and augmentations from
         ``ctx.generator("scoring")``, dropout masks from ``ctx.generator("scoring-dropout")``.
 
-        With ``model_selection=best_val`` and a validation set, ``net`` keeps the checked epoch
-        with the lowest :meth:`validation_loss` (as the PAL authors' code does)."""
+        With ``model_selection=best_val`` and a :meth:`validation_set`, ``net`` keeps the checked
+        epoch with the lowest :meth:`validation_loss` (as the PAL authors' code does)."""
         cfg = ctx.config
         spec = FitSpec.from_config(cfg, "scoring")
         generator = ctx.generator("scoring")
         select = None
-        if cfg.model_selection == "best_val" and ctx.val is not None and ctx.val.numel():
+        if cfg.model_selection == "best_val" and self.validation_set(ctx).numel():
             select = Selection(lambda: self.validation_loss(net, ctx), cfg.val_checks)
         with dropout_generator(net, ctx.generator("scoring-dropout")):
             loss = self.training_loss(net, ctx, generator, spec.compile)
@@ -136,14 +136,22 @@ class Pretext(abc.ABC):
                 select=select,
             )
 
+    def validation_set(self, ctx: QueryContext) -> torch.Tensor:
+        """``int64 [V]`` dataset indices the scoring network is selected on: ``ctx.val`` (none
+        when the experiment has no validation set)."""
+        if ctx.val is None:
+            return torch.empty(0, dtype=torch.int64, device=ctx.device)
+        return ctx.val
+
     @torch.no_grad()
     def validation_loss(self, net: nn.Module, ctx: QueryContext) -> float:
-        """:meth:`training_loss` on the validation set ``ctx.val`` against the oracle's labels,
-        without augmentation, in the current mode of ``net``; draws from
-        ``ctx.generator("scoring-val")`` afresh each call, so every epoch is measured alike."""
-        val_ctx = dataclasses.replace(ctx, labeled=ctx.val, augment_mode="none")
+        """:meth:`training_loss` on :meth:`validation_set` against the oracle's labels, without
+        augmentation, in the current mode of ``net``; draws from ``ctx.generator("scoring-val")``
+        afresh each call, so every epoch is measured alike."""
+        val = self.validation_set(ctx)
+        val_ctx = dataclasses.replace(ctx, labeled=val, augment_mode="none")
         loss = self.training_loss(net, val_ctx, ctx.generator("scoring-val"))
-        positions = torch.arange(ctx.val.numel(), device=ctx.device)
+        positions = torch.arange(val.numel(), device=ctx.device)
         total = torch.zeros((), device=ctx.device)
         for chunk in positions.split(max(2, ctx.config.eval_batch_size // 4)):
             total += loss(chunk).float() * chunk.numel()
@@ -165,7 +173,8 @@ class Pretext(abc.ABC):
     def finetuner(self, net: nn.Module, scores: PoolScores, ctx: QueryContext) -> DiversityFn:
         """The sub-query fine-tune (Section 3.3): a copy of the pretext head (when
         ``scores.features`` is kept) or of the whole network, made once per query and trained
-        on from call to call, pretext loss only (no labels asked), with
+        on from call to call (``finetune_start=continue``) or made afresh from the trained
+        network before each call (``restart``), pretext loss only (no labels asked), with
         ``FitSpec.finetune(config)`` and ``ctx.generator("finetune", step)``; returns
         ``diversity(picked, remaining) -> S_D`` (Eq. 4), ``S_S`` under the copy."""
 
