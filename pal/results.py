@@ -115,14 +115,17 @@ class RoundRecord:
         if self.n_labeled > 0:
             for name, count in self.labeled_class_counts.items():
                 out[f"labeled_class_fraction/{metric_key(name)}"] = count / self.n_labeled
-        for name, value in self.query_metrics.items():
-            out[metric_key(name)] = value
-        for name, value in self.task_metrics.items():  # test_iou/<class>: one key per class
-            out["/".join(metric_key(part) for part in name.split("/"))] = value
+        for name, value in {**self.query_metrics, **self.task_metrics}.items():
+            out[_nested_key(name)] = value  # "sd_std/2", "test_iou/<class>": MLflow nests on "/"
         return {k: float(v) if v is not None else math.nan for k, v in out.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {k: json_safe(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _nested_key(name: str) -> str:
+    """``name`` as a metric key that keeps its ``/`` levels, each level made safe."""
+    return "/".join(metric_key(part) for part in str(name).split("/"))
 
 
 def metric_key(name: str) -> str:
