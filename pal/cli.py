@@ -4,6 +4,7 @@ pal run --config configs/digits.yaml --set lambda2=0 --set seed=3 [--output resu
         [--tracking-uri URI | --no-tracking]
 pal sweep tune_jobs/quickstart.py | pal ablate ablations/components.py --smoke
 pal report components
+pal label next shoes/ --n 200   (pal label --help: the labeling commands)
 pal list
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from pal.config import ConfigError, make_config, parse_override
+from pal.labeling.cli import add_label_parser
 
 
 class ProgressBars:
@@ -186,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--tracking-uri", help="MLflow store (default as for pal sweep)")
     rep.add_argument("--no-log", action="store_true", help="do not attach to the study's run")
     rep.set_defaults(func=_cmd_report)
+
+    add_label_parser(sub)
 
     lister = sub.add_parser("list", help="list datasets, strategies, backbones and config keys")
     lister.set_defaults(func=_cmd_list)

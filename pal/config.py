@@ -30,6 +30,9 @@ class Config:
 
     Pool sizes: ``initial_*`` and ``query_*`` are fractions of the pool (the training split less
     the validation set); an explicit ``initial_size`` / ``query_size`` wins over the fraction.
+    The validation set is ``val_size`` images drawn from the pool, unless the dataset declares
+    its own (a manifest's ``val`` rows): then ``val_size`` is not used and ``pool_size`` counts
+    the images drawn besides the validation set.
 
     Fitting: ``model_selection=best_val`` keeps the task network's epoch with the best validation
     metric and the scoring network's with the lowest validation loss, out of ``val_checks``

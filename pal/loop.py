@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pal.config import Config, ConfigError
-from pal.data import ImageData, load_dataset
+from pal.data import DataError, ImageData, load_dataset
 from pal.pool import PendingQuery, Pool, PoolPlan, draw_pool
 from pal.results import ExperimentResult, RoundRecord
 from pal.rng import derive_seed
@@ -48,11 +48,12 @@ def plan_experiment(config: Config, data: ImageData | None = None) -> Experiment
     """Everything about ``config`` that needs the data, checked without training or a device.
 
     Loads the dataset (on the host: the whole training and test split, decoded once and
-    cached for file formats), builds the task, checks the strategy runs on it, draws and sizes
-    the pools, and lets the strategy check its settings against the query size and the image
-    size. :class:`Experiment` starts with it; ``pal sweep`` runs it on the driver so that a
-    config every trial would fail on (a missing file, pools that do not fit) stops the sweep
-    before any trial starts.
+    cached for file formats), refuses one with unlabeled training images (the oracle answers
+    with every image's label), builds the task, checks the strategy runs on it, draws and sizes
+    the pools (the validation set is the dataset's own when it declares one), and lets the
+    strategy check its settings against the query size and the image size. :class:`Experiment`
+    starts with it; ``pal sweep`` runs it on the driver so that a config every trial would fail
+    on (a missing file, pools that do not fit) stops the sweep before any trial starts.
 
     Raises:
         ConfigError: naming the field and what is allowed.
@@ -60,6 +61,12 @@ def plan_experiment(config: Config, data: ImageData | None = None) -> Experiment
     strategy = STRATEGIES.get(config.strategy)
     if data is None:
         data = load_dataset(config.dataset, config.data_dir, config.download, config.image_size)
+    if data.n_unknown:
+        raise DataError(
+            f"dataset: {data.name} has {data.n_unknown:,} images without a label; pal run, "
+            "sweep and ablate simulate the labeler with every image's label: label them with "
+            "'pal label', or give every row a label"
+        )
     task = build_task(config, data)
     if task.kind not in strategy.tasks:
         able = [n for n in list_strategies() if task.kind in STRATEGIES.get(n).tasks]
@@ -69,7 +76,11 @@ def plan_experiment(config: Config, data: ImageData | None = None) -> Experiment
         )
     missing = task.class_ids(config.missing_classes, "missing_classes")
     pools = draw_pool(
-        config, task.n_train, lambda rest: task.eligible_initial(rest, missing), task.oracle_labels
+        config,
+        task.n_train,
+        lambda rest: task.eligible_initial(rest, missing),
+        task.oracle_labels,
+        fixed_val=data.val_indices,
     )
     strategy.check_config(config, pools.query_size, tuple(data.x_train.shape[-2:]), task.kind)
     return ExperimentPlan(data, task, missing, pools)

@@ -5,7 +5,8 @@ split (baal's ``ActiveLearningDataset`` is the model: :meth:`Pool.label`, :attr:
 :attr:`Pool.unlabeled`, :meth:`Pool.state_dict`):
 
 - ``indices``: the pool drawn from the training split (all of it unless ``pool_size``);
-- ``val``: the held-out validation samples, labelled by the oracle, never queried;
+- ``val``: the held-out validation samples, labelled by the oracle, never queried (drawn, or
+  the dataset's own validation split when it declares one);
 - ``labeled``: ``D_L`` in the order it was labeled (the initial pool first);
 - ``unlabeled``: ``D_U``, the pool less ``val`` and ``D_L``;
 - ``pending``: a :class:`PendingQuery`, the query chosen at the end of a round and labeled at the
@@ -159,8 +160,16 @@ def draw_pool(
     n_train: int,
     eligible_initial: Callable[[np.ndarray], np.ndarray],
     oracle_labels: OracleLabels | None = None,
+    fixed_val: np.ndarray | None = None,
 ) -> PoolPlan:
     """Draw the pool, the validation set and the initial labeled pool; size the queries.
+
+    Without ``fixed_val``, ``pool_size`` images are drawn from the training split (all of it
+    when null) and ``val_size`` of them become the validation set, so the labeling budget is
+    ``pool_size - val_size``. With ``fixed_val`` (a dataset's declared validation split),
+    those images are the validation set, ``val_size`` is not used, and ``pool_size`` counts the
+    images drawn from the rest of the training split (all of the rest when null): the labeling
+    budget is ``pool_size`` and the pool holds the validation images besides.
 
     Args:
         config: ``pool_size``, ``val_size``, ``initial_*``, ``query_*``, ``rounds``, ``seed``.
@@ -168,23 +177,37 @@ def draw_pool(
         eligible_initial: the candidates (dataset indices) the initial pool may come from
             (classification leaves out the ``missing_classes``).
         oracle_labels: see :class:`Pool`.
+        fixed_val: ``int64 [V]`` dataset indices of the validation set, when the dataset
+            declares one (:attr:`pal.data.ImageData.val_indices`).
 
     Raises:
         ConfigError: naming the field, when the sizes do not fit the training split.
     """
     cfg = config
     rng = numpy_rng(cfg.seed, "pools")
-    if cfg.pool_size is not None and cfg.pool_size > n_train:
-        raise ConfigError(
-            f"pool_size: must be <= the training split ({n_train}), got {cfg.pool_size}"
-        )
-    indices = np.arange(n_train)
-    if cfg.pool_size is not None:
-        indices = np.sort(rng.choice(n_train, cfg.pool_size, replace=False))
-    if cfg.val_size >= len(indices):
-        raise ConfigError(f"val_size: must be < the pool ({len(indices)}), got {cfg.val_size}")
-    val = rng.choice(indices, cfg.val_size, replace=False)
-    rest = np.setdiff1d(indices, val)
+    if fixed_val is not None:
+        val = np.unique(np.asarray(fixed_val, dtype=np.int64))
+        rest = np.setdiff1d(np.arange(n_train), val)
+        if cfg.pool_size is not None:
+            if cfg.pool_size > len(rest):
+                raise ConfigError(
+                    f"pool_size: must be <= the training split less the dataset's own "
+                    f"validation split ({n_train} - {len(val)} = {len(rest)}), got {cfg.pool_size}"
+                )
+            rest = np.sort(rng.choice(rest, cfg.pool_size, replace=False))
+        indices = np.union1d(rest, val)
+    else:
+        if cfg.pool_size is not None and cfg.pool_size > n_train:
+            raise ConfigError(
+                f"pool_size: must be <= the training split ({n_train}), got {cfg.pool_size}"
+            )
+        indices = np.arange(n_train)
+        if cfg.pool_size is not None:
+            indices = np.sort(rng.choice(n_train, cfg.pool_size, replace=False))
+        if cfg.val_size >= len(indices):
+            raise ConfigError(f"val_size: must be < the pool ({len(indices)}), got {cfg.val_size}")
+        val = rng.choice(indices, cfg.val_size, replace=False)
+        rest = np.setdiff1d(indices, val)
     budget = len(rest)
     initial_size = cfg.initial_size or max(1, round(cfg.initial_fraction * budget))
     query_size = cfg.query_size or max(1, round(cfg.query_fraction * budget))

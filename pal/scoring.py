@@ -275,10 +275,14 @@ class SubquerySelection:
         picked: ``int64 [n]`` positions in the pool, in the order chosen.
         diagnostics: flat ``str -> float`` (see :func:`run_subqueries`), merged into PAL's
             query metrics.
+        pick_scores: per pick, aligned with ``picked`` (``[n]`` each): ``s_s``, ``s_c`` (raw),
+            ``s_d`` (raw, NaN in the first sub-query), ``score`` (Eq. 4 at its sub-query) and
+            ``subquery`` (1-based).
     """
 
     picked: torch.Tensor
     diagnostics: dict[str, float]
+    pick_scores: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
 def select_subqueries(
@@ -352,15 +356,16 @@ def run_subqueries(
         diag[f"score_sd_spearman/{k}"] = pearson(_ranks(score), ranks_sd)
 
     terms = (first_score, norm_ss, norm_sc, sizes, lambda1, lambda2, score_norm)
-    picked = _take_subqueries(*terms, diversity, record)
+    picked, at_pick = _take_subqueries(*terms, diversity, record)
+    pick_scores = {"s_s": s_s[picked], "s_c": s_c[picked], **at_pick}
     without_sd = top_n(first_score, picked.numel())
     diag["sd_changed"] = _not_in(picked, without_sd)
     if sd_ss:
         finite = [v for v in sd_ss if not math.isnan(v)]
         diag["sd_ss_spearman"] = sum(finite) / len(finite) if finite else float("nan")
-        unmoved = _take_subqueries(*terms, lambda picked, remaining: s_s[remaining])
+        unmoved, _ = _take_subqueries(*terms, lambda picked, remaining: s_s[remaining])
         diag["sd_finetune_changed"] = _not_in(picked, unmoved)
-    return SubquerySelection(picked, diag)
+    return SubquerySelection(picked, diag, pick_scores)
 
 
 def _take_subqueries(
@@ -373,12 +378,19 @@ def _take_subqueries(
     score_norm: str,
     diversity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
     record: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The sub-query loop of :func:`run_subqueries` on normalised ``S_S``, ``S_C``; ``record(k,
-    remaining, S_D, score)`` sees each sub-query ``k >= 2`` that computed a ``S_D``."""
+    remaining, S_D, score)`` sees each sub-query ``k >= 2`` that computed a ``S_D``.
+
+    Returns:
+        The picks ``int64 [n]`` (positions in the pool) and, aligned with them, ``score``,
+        ``s_d`` (NaN where none was computed) and ``subquery`` ``[n]``.
+    """
     chosen = torch.zeros(norm_ss.numel(), dtype=torch.bool, device=norm_ss.device)
     picks: list[torch.Tensor] = []
+    at_pick: dict[str, list[torch.Tensor]] = {"score": [], "s_d": [], "subquery": []}
     for k, size in enumerate(sizes, start=1):
+        s_d = None
         if k == 1:
             remaining = torch.arange(norm_ss.numel(), device=norm_ss.device)
             score = first_score
@@ -389,10 +401,16 @@ def _take_subqueries(
             score = hybrid_score(norm_ss[remaining], norm_sc[remaining], lambda1, norm_sd, lambda2)
             if s_d is not None and record is not None:
                 record(k, remaining, s_d, score)
-        pick = remaining[top_n(score, size)]
+        top = top_n(score, size)
+        pick = remaining[top]
         chosen[pick] = True
         picks.append(pick)
-    return torch.cat(picks)
+        at_pick["score"].append(score[top].float())
+        picked_score = at_pick["score"][-1]
+        no_sd = torch.full_like(picked_score, math.nan)
+        at_pick["s_d"].append(s_d[top].float() if s_d is not None else no_sd)
+        at_pick["subquery"].append(torch.full_like(picked_score, float(k)))
+    return torch.cat(picks), {key: torch.cat(v) for key, v in at_pick.items()}
 
 
 def _not_in(picked: torch.Tensor, other: torch.Tensor) -> float:

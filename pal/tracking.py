@@ -589,3 +589,69 @@ def load_study(tracking_uri: str, study: str) -> dict[str, Any]:
 def log_report(tracking_uri: str, run_id: str, folder: str | os.PathLike) -> None:
     """Attach a report's files to the study's parent run, under ``report/``."""
     MlflowClient(tracking_uri).log_artifacts(run_id, str(folder), "report")
+
+
+# ---------------------------------------------------------------------- labeling projects
+LABEL_EXPERIMENT = "pal-label"
+
+
+def label_round_metrics(info: dict[str, Any]) -> dict[str, float]:
+    """The MLflow metrics of a labeling round's ``round.json``: sizes, accuracies, the mean
+    confidence on the offerable pool, labeled counts and predicted shares per class, and the
+    seconds of each phase (``seconds/<phase>``)."""
+    out = {
+        key: float(info[key])
+        for key in (
+            "n_labeled",
+            "n_offerable",
+            "train_accuracy",
+            "val_accuracy",
+            "test_accuracy",
+            "mean_confidence",
+        )
+        if info.get(key) is not None
+    }
+    out.update({f"labeled_count/{c}": float(v) for c, v in info["labeled_class_counts"].items()})
+    out.update(
+        {f"batch_predicted_share/{c}": float(v) for c, v in info["predicted_class_shares"].items()}
+    )
+    out.update({f"seconds/{k}": float(v) for k, v in info["seconds"].items()})
+    queried = info.get("query_metrics", {})
+    out.update({f"query/{k}": float(v) for k, v in queried.items() if v is not None})
+    return {metric_key(k): v for k, v in out.items() if math.isfinite(v)}
+
+
+def log_label_round(
+    tracking_uri: str,
+    run_id: str | None,
+    project_name: str,
+    info: dict[str, Any],
+    files: dict[str, Path],
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Log one labeling round (``step`` = round) to the project's run in the experiment
+    :data:`LABEL_EXPERIMENT`, created on the first round (params: the round's config); the
+    round's files go under ``rounds/<rrr>/``. Returns the run id.
+
+    A round the run already has (its ``n_labeled`` at that step) is not logged again."""
+    client = MlflowClient(tracking_uri)
+    if run_id is None:
+        experiment_id = get_or_create_experiment(client, LABEL_EXPERIMENT, tracking_uri)
+        run = client.create_run(
+            experiment_id,
+            run_name=project_name,
+            tags={"pal.kind": "label", **(tags or {})},
+        )
+        run_id = run.info.run_id
+        params = [Param(k, _param_value(v)) for k, v in info["config"].items()]
+        client.log_batch(run_id, params=params)
+    r = int(info["round"])
+    if any(m.step == r for m in client.get_metric_history(run_id, "n_labeled")):
+        return run_id
+    timestamp = int(time.time() * 1000)
+    metrics = [Metric(k, v, timestamp, r) for k, v in label_round_metrics(info).items()]
+    client.log_batch(run_id, metrics=metrics)
+    for path in files.values():
+        client.log_artifact(run_id, str(path), f"rounds/{r:03d}")
+    client.set_terminated(run_id, "FINISHED")  # a project's run is done between rounds
+    return run_id

@@ -77,7 +77,7 @@ def test_unknown_name_lists_choices(tmp_path):
 def test_list_datasets():
     names = list_datasets()
     assert {"digits", "cifar10", "svhn", "caltech101"} <= set(names)
-    assert names[-2:] == ["npz:PATH", "folder:PATH"]
+    assert names[-3:] == ["npz:PATH", "folder:PATH", "manifest:PATH"]
 
 
 def test_a_registered_prefix_is_a_dataset_path_form(tmp_path, monkeypatch):
@@ -94,7 +94,7 @@ def test_a_registered_prefix_is_a_dataset_path_form(tmp_path, monkeypatch):
         data = pal.load_dataset("mem:7", data_dir=str(tmp_path), image_size=8)
         assert data.name == "mem:7" and data.image_hw == (8, 8)  # load_dataset resized it
         assert bool((data.x_train == 7).all()) and data.y_test.tolist() == [0, 1]
-        assert list_datasets()[-3:] == ["npz:PATH", "folder:PATH", "mem:PATH"]
+        assert list_datasets()[-2:] == ["manifest:PATH", "mem:PATH"]
         with pytest.raises(DataError, match=r"or mem:PATH \(a test's tensors\)"):
             load_dataset("cifar", data_dir=str(tmp_path))
         with pytest.raises(DataError, match=r"mem:PATH needs a path after 'mem:'"):

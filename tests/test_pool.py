@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
 import pytest
 
 import pal
+from pal.config import ConfigError
 from pal.pool import PendingQuery, Pool, draw_pool
 
 
@@ -86,3 +88,42 @@ def test_draw_pool_is_decided_by_the_seed():
     assert not set(a.pool.val) & set(a.pool.labeled)
     odd = draw_pool(config, 1000, lambda rest: rest[rest % 2 == 1])
     assert all(i % 2 == 1 for i in odd.pool.labeled)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected"),
+    [
+        (
+            dict(pool_size=200, val_size=20, initial_size=15, query_size=5, rounds=3),
+            ([2, 104, 185, 233, 322], [911, 422, 461, 307, 514], "d241b305c39882d0"),
+        ),
+        (
+            dict(val_size=100, rounds=2, seed=3),
+            ([2, 3, 73, 75, 86], [596, 872, 712, 8, 173], "7df94229768da5fa"),
+        ),
+    ],
+)
+def test_draw_pool_draws_what_it_always_drew(sizes, expected):
+    # pinned: a dataset without its own validation split keeps the pools of earlier versions
+    plan = draw_pool(pal.make_config(**sizes), 1000, lambda rest: rest[rest % 3 != 0])
+    pool = plan.pool
+    digest = hashlib.sha1(np.concatenate([pool.indices, pool.val, pool.labeled]).tobytes())
+    assert (pool.val[:5].tolist(), pool.labeled[:5].tolist(), digest.hexdigest()[:16]) == expected
+
+
+def test_a_declared_validation_split_is_the_validation_set():
+    fixed = np.array([7, 3, 950, 500])
+    config = pal.make_config(pool_size=200, val_size=900, initial_size=15, query_size=5, rounds=3)
+    a, b = (draw_pool(config, 1000, lambda rest: rest, fixed_val=fixed) for _ in range(2))
+    assert a.pool.val.tolist() == [3, 7, 500, 950]  # val_size is not used
+    # pool_size counts the images besides the validation set: the labeling budget
+    assert a.pool.n_budget == 200 and len(a.pool.indices) == 204
+    assert set(fixed) <= set(a.pool.indices.tolist())
+    assert len(a.pool.unlabeled) == 200 - 15
+    assert not set(a.pool.labeled) & set(fixed) and not set(a.pool.unlabeled) & set(fixed)
+    assert a.pool.indices.tolist() == b.pool.indices.tolist()
+    assert a.pool.labeled.tolist() == b.pool.labeled.tolist()
+    every = draw_pool(pal.make_config(config, pool_size=None), 1000, lambda r: r, fixed_val=fixed)
+    assert every.pool.n_budget == 996 and len(every.pool.indices) == 1000
+    with pytest.raises(ConfigError, match=r"pool_size: .*\(1000 - 4 = 996\), got 997"):
+        draw_pool(pal.make_config(config, pool_size=997), 1000, lambda r: r, fixed_val=fixed)

@@ -227,3 +227,27 @@ def test_diagnostics_without_s_d_report_no_change():
     assert unmoved.diagnostics["sd_finetune_changed"] == 0.0
     assert unmoved.diagnostics["sd_ss_spearman"] == pytest.approx(1.0)
     assert unmoved.diagnostics["sd_changed"] > 0  # the extra weight on S_S alone changes picks
+
+
+def test_run_subqueries_gives_each_pick_its_scores_at_its_subquery():
+    gen = torch.Generator().manual_seed(3)
+    s_s, s_c = torch.randn(40, generator=gen), torch.randn(40, generator=gen)
+    s_d_seen = {}
+
+    def diversity(picked, remaining):
+        s_d = torch.randn(remaining.numel(), generator=gen)
+        s_d_seen[picked.numel()] = (remaining, s_d)
+        return s_d
+
+    sel = scoring.run_subqueries(s_s, s_c, [4, 3, 3], 0.5, 2.0, diversity)
+    got = sel.pick_scores
+    assert torch.equal(got["s_s"], s_s[sel.picked]) and torch.equal(got["s_c"], s_c[sel.picked])
+    assert got["subquery"].tolist() == [1.0] * 4 + [2.0] * 3 + [3.0] * 3
+    assert torch.isnan(got["s_d"][:4]).all()
+    assert torch.allclose(got["score"][:4], s_s[sel.picked[:4]] + 0.5 * s_c[sel.picked[:4]])
+    for start, (remaining, s_d) in ((4, s_d_seen[4]), (7, s_d_seen[7])):
+        picks = sel.picked[start : start + 3]
+        where = [remaining.tolist().index(p) for p in picks.tolist()]
+        assert torch.equal(got["s_d"][start : start + 3], s_d[where])
+        expected = s_s[picks] + 0.5 * s_c[picks] + 2.0 * s_d[where]
+        assert torch.allclose(got["score"][start : start + 3], expected)

@@ -12,6 +12,9 @@ the device once and normalises there. :func:`load_dataset` takes a registered na
   ``y_test``, optional ``classes``; or masks ``m_train``, ``m_test``).
 * ``folder:PATH``: an image-folder tree ``PATH/{train,test}/<class>/*.png|jpg|...``, or a
   ``.tar.gz`` archive holding one.
+* ``manifest:PATH``: image files listed in a CSV file (``path``, optional ``label`` and
+  ``split`` columns); images keep their path as their id, may be unlabeled
+  (:data:`UNKNOWN_LABEL`), and ``val`` rows are the dataset's own validation split.
 
 Datasets without an official test split get a fixed stratified split drawn with
 ``numpy.random.default_rng(0)``: the split belongs to the dataset, not to an experiment, so runs
@@ -28,7 +31,9 @@ One concept per module:
 * :mod:`pal.data.digits`: ``digits`` and ``digit_scenes``.
 * :mod:`pal.data.torchvision_sets`: ``cifar10``, ``svhn``, ``caltech101``, ``cityscapes``.
 * :mod:`pal.data.arrays`: numpy arrays to :class:`ImageData` (checks, channels-last).
-* :mod:`pal.data.npz`: ``npz:PATH``; :mod:`pal.data.folder`: ``folder:PATH``.
+* :mod:`pal.data.npz`: ``npz:PATH``; :mod:`pal.data.folder`: ``folder:PATH``;
+  :mod:`pal.data.manifest`: ``manifest:PATH``.
+* :mod:`pal.data.decode`: image files to arrays (PIL), shared by ``folder:`` and ``manifest:``.
 * :mod:`pal.data.cache`: the decode cache under ``<data_dir>/.pal-cache/``.
 
 Importing this package registers every built-in name and path form.
@@ -37,11 +42,17 @@ Importing this package registers every built-in name and path form.
 from __future__ import annotations
 
 # isort: off
-# registration; npz before folder: the order list_datasets and error messages show them in
-from pal.data import digits, npz, folder, torchvision_sets  # noqa: F401
+# registration; npz, folder, manifest: the order list_datasets and error messages show them in
+from pal.data import digits, npz, folder, manifest, torchvision_sets  # noqa: F401
 
 # isort: on
-from pal.data.image_data import AUGMENTS, DataError, ImageData, UnknownDatasetError
+from pal.data.image_data import (
+    AUGMENTS,
+    UNKNOWN_LABEL,
+    DataError,
+    ImageData,
+    UnknownDatasetError,
+)
 from pal.data.registry import (
     DATASETS,
     PREFIXES,
@@ -57,6 +68,7 @@ __all__ = [
     "AUGMENTS",
     "DATASETS",
     "PREFIXES",
+    "UNKNOWN_LABEL",
     "DataError",
     "ImageData",
     "UnknownDatasetError",

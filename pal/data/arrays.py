@@ -1,9 +1,9 @@
 """From numpy arrays to :class:`ImageData`: checking user arrays and converting channels-last.
 
 Shared by the loaders that hold their data as channels-last arrays: ``npz:PATH`` (checked with
-:func:`check_arrays`, the user wrote them), ``folder:PATH`` and the cached torchvision loaders
-(``caltech101``, ``cityscapes``), which all build their :class:`ImageData` with
-:func:`from_arrays`.
+:func:`check_arrays`, the user wrote them), ``folder:PATH``, ``manifest:PATH`` and the cached
+torchvision loaders (``caltech101``, ``cityscapes``), which all build their :class:`ImageData`
+with :func:`from_arrays`.
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ def check_arrays(a: dict[str, np.ndarray], where: str) -> None:
 
 def from_arrays(name: str, a: dict[str, np.ndarray], default_augment: str) -> ImageData:
     """Build :class:`ImageData` from channels-last uint8 ``[N, H, W, C]`` arrays, with masks
-    ``m_train``/``m_test`` uint8 ``[N, H, W]`` when ``a`` has them (then ``y_*`` are unused)."""
+    ``m_train``/``m_test`` uint8 ``[N, H, W]`` when ``a`` has them (then ``y_*`` are unused),
+    and the image ids ``ids_train``/``ids_test`` (str ``[N]``) and ``val_indices`` (int
+    ``[V]``) when ``a`` has them."""
 
     def nchw(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
@@ -94,4 +96,7 @@ def from_arrays(name: str, a: dict[str, np.ndarray], default_augment: str) -> Im
         default_augment=default_augment,
         m_train=tensor("m_train", np.uint8),
         m_test=tensor("m_test", np.uint8),
+        ids_train=a["ids_train"].tolist() if "ids_train" in a else None,
+        ids_test=a["ids_test"].tolist() if "ids_test" in a else None,
+        val_indices=a["val_indices"].astype(np.int64) if "val_indices" in a else None,
     )

@@ -13,18 +13,17 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from pal.data.arrays import from_arrays
 from pal.data.cache import CACHE_DIR, digest, read_cache, slug, write_cache
+from pal.data.decode import read_image, stack_images
 from pal.data.image_data import DataError, ImageData
 from pal.data.registry import register_prefix
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-_GREY_MODES = ("1", "L", "LA")
 
 
 @register_prefix("folder:", "an image-folder tree with train/ and test/, or a .tar.gz of one")
@@ -126,41 +125,11 @@ def _decode_tree(root: Path, image_size: int | None) -> dict[str, np.ndarray]:
             np.asarray([classes.index(d.name) for d in dirs], dtype=np.int64),
             [len(fs) for fs in per_class],
         )
-    images = {split: [_read_image(f, image_size) for f in files[split]] for split in files}
-    everything = images["train"] + images["test"]
-    sizes = Counter(im.shape[:2] for im in everything)
-    if len(sizes) > 1:
-        found = ", ".join(f"{h}x{w} ({n} images)" for (h, w), n in sizes.most_common(5))
-        raise DataError(
-            f"image_size: the images under {str(root)!r} differ in size (H x W: {found}"
-            f"{', ...' if len(sizes) > 5 else ''}); set image_size to resize them all to "
-            "image_size x image_size"
-        )
-    # one channel count for the whole dataset: grey only if every image is grey
-    channels = 1 if all(im.ndim == 2 for im in everything) else 3
-    (h, w), out = next(iter(sizes)), {}
-    for split, ims in images.items():
-        x = np.empty((len(ims), h, w, channels), dtype=np.uint8)
-        for i, im in enumerate(ims):  # one-time assembly of the decoded files
-            x[i] = im[..., None] if im.ndim == 2 else im
-        out[f"x_{split}"] = x
-        out[f"y_{split}"] = labels[split]
+    images = {split: [read_image(f, image_size) for f in files[split]] for split in files}
+    x = stack_images(images, f"the images under {str(root)!r}")
+    out = {f"x_{split}": x[split] for split in x} | {f"y_{split}": labels[split] for split in x}
     out["classes"] = np.asarray(classes)
     return out
-
-
-def _read_image(path: Path, image_size: int | None) -> np.ndarray:
-    """Decode one file to uint8 ``[H, W]`` (grey) or ``[H, W, 3]``, resized when asked."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if im.mode in _GREY_MODES else "RGB")
-            if image_size is not None and im.size != (image_size, image_size):
-                im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
-            return np.asarray(im)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(f"dataset: cannot decode image {str(path)!r} ({e})") from None
 
 
 def _extract_once(archive: Path, cache_dir: Path) -> Path:

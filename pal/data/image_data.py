@@ -2,23 +2,30 @@
 
 Images are uint8 ``[N, C, H, W]`` CPU tensors (the loop moves them to the device once and
 normalises there), with an int64 label per image (classification) or a uint8 mask per image
-(semantic segmentation). :class:`ImageData` checks all of it when built, so a loader's mistake is
-a :class:`DataError` naming the dataset, not a shape error deep in training.
+(semantic segmentation). A training image nobody has labeled yet holds :data:`UNKNOWN_LABEL`.
+Datasets read from files may name each image (``ids_train``, ``ids_test``) and declare their own
+validation split (``val_indices``). :class:`ImageData` checks all of it when built, so a loader's
+mistake is a :class:`DataError` naming the dataset, not a shape error deep in training.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
+import numpy as np
 import torch
 
 from pal.config import ConfigError
 from pal.registry import UnknownNameError
 from pal.segmentation import IGNORE
 
-__all__ = ["AUGMENTS", "DataError", "ImageData", "UnknownDatasetError"]
+__all__ = ["AUGMENTS", "UNKNOWN_LABEL", "DataError", "ImageData", "UnknownDatasetError"]
 
 AUGMENTS = ("none", "crop", "crop_flip")
+
+UNKNOWN_LABEL = -1
+"""The label of a training image that nobody has labeled yet (``y_train`` only)."""
 
 
 class DataError(ConfigError):
@@ -37,15 +44,23 @@ class ImageData:
     Attributes:
         name: the dataset name as given to :func:`load_dataset`.
         x_train: uint8 ``[N, C, H, W]``, contiguous.
-        y_train: int64 ``[N]``, values in ``[0, num_classes)``; ``None`` for segmentation.
-        x_test: uint8 ``[M, C, H, W]``, contiguous, same ``C, H, W`` as ``x_train``.
-        y_test: int64 ``[M]``; ``None`` for segmentation.
-        classes: class names, index = label (for segmentation: the mask values).
+        y_train: int64 ``[N]``, values in ``[0, num_classes)`` or :data:`UNKNOWN_LABEL` (not
+            labeled yet); ``None`` for segmentation.
+        x_test: uint8 ``[M, C, H, W]``, contiguous, same ``C, H, W`` as ``x_train`` (``M`` may
+            be 0: no test split).
+        y_test: int64 ``[M]``, values in ``[0, num_classes)``; ``None`` for segmentation.
+        classes: class names, index = label (for segmentation: the mask values); empty only
+            when no image has a label.
         default_augment: ``"none"``, ``"crop"`` or ``"crop_flip"``: what ``augment="auto"`` means
             for this data (digits and house numbers must not be flipped).
         m_train, m_test: segmentation masks, uint8 ``[N, H, W]`` / ``[M, H, W]``, values in
             ``[0, num_classes)`` or :data:`pal.segmentation.IGNORE` (255, not annotated);
             ``None`` for classification.
+        ids_train, ids_test: one identity per image, unique over both splits (for files: the
+            path the dataset names it by), or ``None`` for datasets whose images have none.
+        val_indices: int64 ``[V]``, positions in ``x_train`` the dataset declares as its
+            validation split (unique, every one labeled), or ``None``: the experiment draws
+            ``val_size`` images from the training split instead.
     """
 
     name: str
@@ -57,6 +72,9 @@ class ImageData:
     default_augment: str
     m_train: torch.Tensor | None = None
     m_test: torch.Tensor | None = None
+    ids_train: list[str] | None = None
+    ids_test: list[str] | None = None
+    val_indices: np.ndarray | None = None
 
     @property
     def task(self) -> str:
@@ -89,6 +107,8 @@ class ImageData:
                 f"augment: default for {self.name} must be one of {list(AUGMENTS)}, "
                 f"got {self.default_augment!r}"
             )
+        self._check_ids()
+        self._check_val_indices()
 
     def _check_labels(self, split: str, x: torch.Tensor) -> None:
         y = getattr(self, f"y_{split}")
@@ -96,12 +116,65 @@ class ImageData:
             shape = None if y is None else tuple(y.shape)
             raise DataError(f"dataset: {self.name}: y_{split} must be [{len(x)}], got {shape}")
         y = y.to(torch.int64)
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
+        # a training image may wait for its label; a test image is scored against its label
+        known = y[y != UNKNOWN_LABEL] if split == "train" else y
+        if len(known) and (int(known.min()) < 0 or int(known.max()) >= len(self.classes)):
+            unknown = f" or {UNKNOWN_LABEL} (not labeled yet)" if split == "train" else ""
             raise DataError(
                 f"dataset: {self.name}: y_{split} must lie in [0, {len(self.classes)}) "
-                f"(one per class name), got [{int(y.min())}, {int(y.max())}]"
+                f"(one per class name){unknown}, got [{int(known.min())}, {int(known.max())}]"
             )
         setattr(self, f"y_{split}", y.contiguous())
+
+    def _check_ids(self) -> None:
+        if (self.ids_train is None) != (self.ids_test is None):
+            raise DataError(f"dataset: {self.name}: give image ids for both splits or neither")
+        if self.ids_train is None:
+            return
+        for split in ("train", "test"):
+            ids = list(map(str, getattr(self, f"ids_{split}")))
+            n = len(getattr(self, f"x_{split}"))
+            if len(ids) != n:
+                raise DataError(
+                    f"dataset: {self.name}: ids_{split} must name each of the {n} images once, "
+                    f"got {len(ids)} ids"
+                )
+            setattr(self, f"ids_{split}", ids)
+        every = self.ids_train + self.ids_test
+        if len(set(every)) != len(every):
+            twice = sorted(i for i, n in Counter(every).items() if n > 1)
+            raise DataError(
+                f"dataset: {self.name}: image ids must be unique over train and test, "
+                f"{len(twice)} repeat: {twice[:5]}{' ...' if len(twice) > 5 else ''}"
+            )
+
+    def _check_val_indices(self) -> None:
+        if self.val_indices is None:
+            return
+        val = np.asarray(self.val_indices)
+        if val.ndim != 1 or (len(val) and val.dtype.kind not in "iu"):
+            raise DataError(
+                f"dataset: {self.name}: val_indices must be 1-D integer positions in x_train, "
+                f"got {val.dtype} {val.shape}"
+            )
+        val = val.astype(np.int64)
+        n = len(self.x_train)
+        if len(val) and (int(val.min()) < 0 or int(val.max()) >= n):
+            raise DataError(
+                f"dataset: {self.name}: val_indices must lie in [0, {n}) (positions in x_train), "
+                f"got [{int(val.min())}, {int(val.max())}]"
+            )
+        if len(np.unique(val)) != len(val):
+            raise DataError(f"dataset: {self.name}: val_indices must not repeat a position")
+        if self.y_train is not None:
+            unlabeled = val[self.y_train.numpy()[val] == UNKNOWN_LABEL]
+            if len(unlabeled):
+                raise DataError(
+                    f"dataset: {self.name}: the validation images must be labeled, "
+                    f"{len(unlabeled)} are not (x_train positions {unlabeled[:5].tolist()}"
+                    f"{' ...' if len(unlabeled) > 5 else ''})"
+                )
+        self.val_indices = val
 
     def _check_masks(self, split: str, x: torch.Tensor) -> None:
         m = getattr(self, f"m_{split}")
@@ -120,6 +193,13 @@ class ImageData:
         setattr(self, f"m_{split}", m.contiguous())
 
     @property
+    def n_unknown(self) -> int:
+        """Training images without a label (:data:`UNKNOWN_LABEL`); 0 for segmentation."""
+        if self.y_train is None:
+            return 0
+        return int((self.y_train == UNKNOWN_LABEL).sum())
+
+    @property
     def num_classes(self) -> int:
         return len(self.classes)
 
@@ -136,5 +216,8 @@ class ImageData:
         return (
             f"ImageData({self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
             f"images={c}x{h}x{w}, task={self.task}, classes={self.num_classes}, "
-            f"default_augment={self.default_augment!r})"
+            f"default_augment={self.default_augment!r}"
+            + (f", unlabeled={self.n_unknown}" if self.n_unknown else "")
+            + (f", val={len(self.val_indices)}" if self.val_indices is not None else "")
+            + ")"
         )

@@ -123,14 +123,17 @@ def load_dataset(
     """Load a dataset by name (see :mod:`pal.data` for the names).
 
     Args:
-        name: a registered name, ``npz:PATH`` or ``folder:PATH`` (PATH relative to the cwd).
+        name: a registered name or a path form (``npz:PATH``, ``folder:PATH``,
+            ``manifest:PATH``; PATH relative to the cwd).
         data_dir: where torchvision datasets live and where ``.pal-cache/`` is written.
         download: let torchvision datasets download into ``data_dir`` when missing.
         image_size: when set, every image (train and test) is resized to
             ``image_size x image_size`` (bilinear, antialiased).
 
     Returns:
-        :class:`ImageData` with uint8 ``[N, C, H, W]`` images and int64 ``[N]`` labels.
+        :class:`ImageData` with uint8 ``[N, C, H, W]`` images and int64 ``[N]`` labels
+        (``manifest:PATH`` training images may be unlabeled:
+        :data:`~pal.data.image_data.UNKNOWN_LABEL`).
     """
     if not isinstance(name, str) or not name:
         raise DataError(f"dataset: expected a dataset name, got {name!r}")

@@ -18,6 +18,7 @@ The scoring network is a :class:`pal.models.ScoringNet`: one backbone, a rotatio
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -60,18 +61,26 @@ class RotationPretext(Pretext):
         self, net: ScoringNet, ctx: QueryContext, generator: torch.Generator, compile: bool = False
     ) -> LossFn:
         """Rotation CE on the four rotations of the augmented batch ``[4B]`` plus class CE on
-        its 0-degree pass against the oracle's labels ``int64 [B]``."""
+        its 0-degree pass against the oracle's labels ``int64 [B]``.
+
+        An image whose label is unknown (:data:`pal.data.UNKNOWN_LABEL`, -1) trains the
+        rotation head only: the class CE is averaged over the batch's known labels (0 when it
+        has none). That is how ``pal label`` chooses a first batch with no label at all."""
         x, y = ctx.x[ctx.labeled], ctx.labels[ctx.labeled]  # uint8 [L, C, H, W], int64 [L]
         normalize, augment_mode = ctx.normalize, ctx.augment_mode
         forward = torch.compile(net) if compile else net
+        partial = bool((y < 0).any())  # one host sync per training, not per step
 
         def loss(pos: torch.Tensor) -> torch.Tensor:
             b = pos.numel()
             rotated = scoring.rotations(normalize(augment(x[pos], augment_mode, generator)))
             rot_logits, class_logits = forward(rotated)  # [4B, 4], [4B, K]
             rot_loss = F.cross_entropy(rot_logits, scoring.rotation_labels(b, x.device))
-            class_loss = F.cross_entropy(class_logits.view(b, 4, -1)[:, 0], y[pos])
-            return rot_loss + class_loss
+            upright, labels = class_logits.view(b, 4, -1)[:, 0], y[pos]
+            if not partial:
+                return rot_loss + F.cross_entropy(upright, labels)
+            class_sum = F.cross_entropy(upright, labels, ignore_index=-1, reduction="sum")
+            return rot_loss + class_sum / (labels >= 0).sum().clamp_min(1)
 
         return loss
 
@@ -95,7 +104,8 @@ class RotationPretext(Pretext):
             rot, cls = rotation_accuracies(net, ctx.x[idx], ctx.labels[idx], ctx.normalize, bs)
             out[f"scoring/rotation_{split}_accuracy"] = rot
             out[f"scoring/class_{split}_accuracy"] = cls
-        return out, ("scoring/rotation_train_accuracy", "scoring/class_train_accuracy")
+        keys = ("scoring/rotation_train_accuracy", "scoring/class_train_accuracy")
+        return out, tuple(k for k in keys if k in out and out[k] == out[k])  # NaN: no labels
 
     def score(self, net: ScoringNet, ctx: QueryContext, keep: bool = False) -> PoolScores:
         """``S_S``, ``S_C`` of ``ctx.unlabeled`` (see :func:`score_pool`); with ``keep`` the
@@ -141,8 +151,8 @@ def rotation_accuracies(
 ) -> tuple[float, float]:
     """``(rotation accuracy, class accuracy)`` of ``net`` on ``x uint8 [N, C, H, W]`` with labels
     ``y int64 [N]``: the share of the ``4N`` rotated images whose rotation the rotation head
-    names, and of the ``N`` upright images whose class the class head names (eval mode, no
-    augmentation)."""
+    names, and of the upright images of known label (``y >= 0``) whose class the class head
+    names (NaN when none is known); eval mode, no augmentation."""
     net.eval()
     rot_hits = cls_hits = torch.zeros((), device=x.device)
     chunks = eval_chunks(x, batch_size, passes=4)
@@ -151,8 +161,9 @@ def rotation_accuracies(
         rot_logits, class_logits = net(scoring.rotations(normalize(chunk)))  # [4b, 4], [4b, K]
         rot_hits = rot_hits + (rot_logits.argmax(1) == scoring.rotation_labels(b, x.device)).sum()
         cls_hits = cls_hits + (class_logits.view(b, 4, -1)[:, 0].argmax(1) == labels).sum()
-    n = max(x.shape[0], 1)
-    return float(rot_hits) / (4 * n), float(cls_hits) / n
+    known = int((y >= 0).sum())
+    class_accuracy = float(cls_hits) / known if known else math.nan
+    return float(rot_hits) / (4 * max(x.shape[0], 1)), class_accuracy
 
 
 @torch.inference_mode()

@@ -74,13 +74,15 @@ class QueryContext:
 @dataclasses.dataclass
 class Query:
     """A strategy's answer: ``indices`` ``int64 [n]`` (dataset indices, in the order chosen),
-    strategy-specific ``metrics`` (plain floats, logged per round) and ``fit_keys``, the metrics
+    strategy-specific ``metrics`` (plain floats, logged per round), ``fit_keys``, the metrics
     that are a network's accuracy on its own training set (the loop warns when one is below
-    ``fit_threshold``)."""
+    ``fit_threshold``), and ``scores``: per chosen sample, what the strategy ranked it by
+    (name -> float ``[n]`` aligned with ``indices``; what ``pal label`` writes beside a batch)."""
 
     indices: torch.Tensor
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     fit_keys: tuple[str, ...] = ()
+    scores: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
 class Strategy(abc.ABC):

@@ -36,7 +36,8 @@ class EntropyStrategy(Strategy):
         else:
             logits = predict_logits(ctx.task_model, x, ctx.normalize, bs)
             scores = scoring.entropy(torch.softmax(logits.float(), dim=1))
-        return Query(ctx.unlabeled[scoring.top_n(scores, n)])
+        top = scoring.top_n(scores, n)
+        return Query(ctx.unlabeled[top], scores={"entropy": scores[top]})
 
 
 def mean_pixel_entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,10 @@ class DBALStrategy(Strategy):
             scores = scoring.bald(mc_probs)
         else:
             scores = scoring.entropy(mc_probs.mean(dim=2))
-        return Query(ctx.unlabeled[scoring.top_n(scores, n)], {"score_mean": float(scores.mean())})
+        top = scoring.top_n(scores, n)
+        name = self.config.dbal_acquisition
+        metrics = {"score_mean": float(scores.mean())}
+        return Query(ctx.unlabeled[top], metrics, scores={name: scores[top]})
 
 
 @torch.inference_mode()

@@ -76,4 +76,4 @@ class PALStrategy(Strategy):
         )
         metrics.update(selection.diagnostics)
         metrics.update(fit_metrics, **{"scoring/epoch": float(fitted.chosen_epoch)})
-        return Query(ctx.unlabeled[selection.picked], metrics, fit_keys)
+        return Query(ctx.unlabeled[selection.picked], metrics, fit_keys, selection.pick_scores)

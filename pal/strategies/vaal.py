@@ -235,4 +235,8 @@ class VAALStrategy(Strategy):
         pool = ctx.unlabeled
         p = labeled_probability(vae, disc, ctx.x[pool], ctx.normalize, cfg.eval_batch_size)
         positions = scoring.top_n(-p, n)
-        return Query(pool[positions.to(pool.device)], {"disc_labeled_prob_mean": float(p.mean())})
+        return Query(
+            pool[positions.to(pool.device)],
+            {"disc_labeled_prob_mean": float(p.mean())},
+            scores={"labeled_probability": p[positions]},
+        )

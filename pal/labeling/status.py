@@ -1,0 +1,173 @@
+"""``pal label status`` and ``pal label export``: where a project stands, and its labeled set.
+
+The status is read from the ledger and the rounds' ``round.json``: labels per class, each
+round's batch and how much of it is labeled, skipped or waiting, the validation curve (written
+as ``status.png``), and a stopping signal in the spirit of baal's and small-text's criteria:
+
+- **validation plateau** (baal's ``EarlyStoppingCriterion``): the validation accuracy of the
+  last :data:`PATIENCE` + 1 rounds moved by less than :data:`EPSILON`;
+- **confidence** (baal's ``LowAverageUncertaintyStoppingCriterion``): the task network's mean
+  top-class probability on the images still unlabeled, at the last round; a high value says the
+  network finds little left that it is unsure of.
+
+They are signals to look at, not a rule: a plateau over few labels can be a slow start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from pal.data.manifest import read_manifest
+from pal.labeling.project import Project, csv_text, write_atomic
+
+PATIENCE = 2
+EPSILON = 0.005
+
+
+@dataclasses.dataclass
+class Status:
+    """Where a project stands.
+
+    Attributes:
+        class_counts: class -> labeled pool images.
+        skipped: images skipped for good.
+        rounds: per round ``{"round", "batch", "labeled", "skipped", "waiting", "n_labeled",
+            "val_accuracy", "mean_confidence", "strategy"}`` (``n_labeled`` and the metrics are
+            those of the training the round's batch was chosen with).
+        plateau: the validation plateau signal (``None`` with too few rounds measured).
+        val_change: the change of validation accuracy over the last ``PATIENCE`` rounds.
+        mean_confidence: at the last round (NaN when it had no task network).
+    """
+
+    class_counts: dict[str, int]
+    skipped: int
+    rounds: list[dict[str, Any]]
+    plateau: bool | None
+    val_change: float
+    mean_confidence: float
+
+    def text(self) -> str:
+        """The status as the command prints it."""
+        total = sum(self.class_counts.values())
+        lines = [f"labeled: {total} images, {self.skipped} skipped"]
+        width = max((len(c) for c in self.class_counts), default=5)
+        lines += [f"  {c:<{width}} {n}" for c, n in self.class_counts.items()]
+        lines.append("round  batch  labeled  skipped  waiting  trained-on  val_acc  confidence")
+        for r in self.rounds:
+            lines.append(
+                f"{r['round']:>5}  {r['batch']:>5}  {r['labeled']:>7}  {r['skipped']:>7}  "
+                f"{r['waiting']:>7}  {r['n_labeled']:>10}  {_fmt(r['val_accuracy']):>7}  "
+                f"{_fmt(r['mean_confidence']):>10}"
+            )
+        if self.plateau is None:
+            lines.append(f"stopping signal: needs {PATIENCE + 1} rounds with a validation accuracy")
+        else:
+            verdict = "plateau: consider stopping" if self.plateau else "still improving"
+            lines.append(
+                f"stopping signal: validation accuracy changed {self.val_change:+.4f} over the "
+                f"last {PATIENCE} rounds ({verdict}; threshold {EPSILON}); mean confidence on "
+                f"the unlabeled pool {_fmt(self.mean_confidence)}"
+            )
+        return "\n".join(lines)
+
+
+def project_status(project: Project) -> Status:
+    """The :class:`Status` of ``project`` (reads the ledger and the rounds' files)."""
+    labels, skipped = project.labels(), project.skipped()
+    counts = {c: 0 for c in project.classes}
+    for label in labels.values():
+        counts[label] += 1
+    rounds = []
+    for r in project.rounds():
+        paths = [row["path"] for row in project.batch(r)]
+        info = project.round_info(r)
+        done = sum(p in labels for p in paths)
+        gone = sum(p in skipped for p in paths)
+        rounds.append(
+            {
+                "round": r,
+                "batch": len(paths),
+                "labeled": done,
+                "skipped": gone,
+                "waiting": len(paths) - done - gone,
+                "n_labeled": info["n_labeled"],
+                "val_accuracy": _value(info.get("val_accuracy")),
+                "mean_confidence": _value(info.get("mean_confidence")),
+                "strategy": info["strategy"],
+            }
+        )
+    curve = [r["val_accuracy"] for r in rounds if not math.isnan(r["val_accuracy"])]
+    plateau, change = None, math.nan
+    if len(curve) > PATIENCE:
+        last = curve[-(PATIENCE + 1) :]
+        change = last[-1] - last[0]
+        plateau = max(last) - min(last) < EPSILON
+    confidence = rounds[-1]["mean_confidence"] if rounds else math.nan
+    return Status(counts, len(skipped), rounds, plateau, change, confidence)
+
+
+def draw_curve(status: Status, path: Path, title: str) -> None:
+    """The validation curve (accuracy against labeled images) as a PNG at ``path``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    points = [
+        (r["n_labeled"], r["val_accuracy"])
+        for r in status.rounds
+        if not math.isnan(r["val_accuracy"])
+    ]
+    fig = Figure(figsize=(6, 4))
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if points:
+        ax.plot(*zip(*points, strict=True), marker="o")
+    ax.set_xlabel("labeled images the task network trained on")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    canvas.draw()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    write_atomic(path, buf.getvalue())
+
+
+def export_labeled(project: Project, out: str | os.PathLike) -> int:
+    """Write the labeled set as a manifest CSV at ``out`` (``path,label,split``): the labeled
+    pool images (split ``pool``) and the manifest's ``val`` and ``test`` rows, so that
+    ``pal run``, ``sweep`` and ``ablate`` take it as ``manifest:OUT``. Paths are written
+    relative to ``out``'s folder (absolute where they cannot be). Returns the rows written."""
+    out = Path(out).expanduser().absolute()
+    labels = project.labels()
+    root = project.manifest.parent
+    rows = []
+    for row in read_manifest(project.manifest):
+        if row.split == "pool":
+            if row.path not in labels:
+                continue
+            label = labels[row.path]
+        else:
+            label = row.label
+        file = Path(row.path) if Path(row.path).is_absolute() else root / row.path
+        try:
+            shown = Path(os.path.relpath(file, out.parent)).as_posix()
+        except ValueError:  # another drive (Windows)
+            shown = file.as_posix()
+        rows.append({"path": shown, "label": label, "split": row.split})
+    write_atomic(out, csv_text(("path", "label", "split"), rows))
+    return len(rows)
+
+
+def _value(v: float | None) -> float:
+    """A measured value of ``round.json`` (``null``: not measured, NaN)."""
+    return math.nan if v is None else float(v)
+
+
+def _fmt(v: float) -> str:
+    return "-" if v is None or math.isnan(v) else f"{v:.4f}"
