@@ -172,18 +172,15 @@ def init_project(
 def project_summary(project: Project) -> str:
     """Two lines on a project: its pool and classes, and where its config came from."""
     src = project.meta["source"]
-    where = {
-        "sweep": lambda: f"sweep {src.get('name')!r} (run {src.get('run_id')})",
-        "run": lambda: f"run {src.get('run_id')}",
-        "yaml": lambda: f"{src.get('path')}",
-        "defaults": lambda: "the defaults",
-    }[src["kind"]]()
+    if src["kind"] == "sweep":
+        where = f"sweep {src['name']!r} (run {src['run_id']})"
+    elif src["kind"] == "run":
+        where = f"run {src['run_id']}"
+    elif src["kind"] == "yaml":
+        where = src["path"]
+    else:
+        where = "the defaults"
     return (
         f"project {project.folder}: pool {project.manifest}, classes {project.classes}\n"
         f"config from {where}: strategy {project.config.strategy}"
     )
-
-
-def write_config_yaml(project: Project) -> str:
-    """The project's config as YAML text."""
-    return yaml.safe_dump(project.config.to_dict(), sort_keys=False)
