@@ -38,6 +38,7 @@ def test_query_returns_n_unique_unlabeled_indices_and_is_deterministic(digits):
     assert torch.equal(first.indices, second.indices)
     assert not torch.equal(first.indices, other.indices)
     assert 0.0 <= first.metrics["disc_labeled_prob_mean"] <= 1.0
+    assert 0.0 <= first.metrics["disc_balanced_accuracy"] <= 1.0
 
 
 def test_discriminator_finds_images_unlike_the_labeled_set(digits):

@@ -234,9 +234,15 @@ class VAALStrategy(Strategy):
         )
         pool = ctx.unlabeled
         p = labeled_probability(vae, disc, ctx.x[pool], ctx.normalize, cfg.eval_batch_size)
+        p_lab = labeled_probability(
+            vae, disc, ctx.x[ctx.labeled], ctx.normalize, cfg.eval_batch_size
+        )
         positions = scoring.top_n(-p, n)
+        # how well the discriminator tells D_L from D_U (0.5: at chance, and then the query is
+        # whatever tiny differences it has, often one or two classes)
+        separation = 0.5 * (float((p_lab > 0.5).float().mean()) + float((p < 0.5).float().mean()))
         return Query(
             pool[positions.to(pool.device)],
-            {"disc_labeled_prob_mean": float(p.mean())},
+            {"disc_labeled_prob_mean": float(p.mean()), "disc_balanced_accuracy": separation},
             scores={"labeled_probability": p[positions]},
         )
