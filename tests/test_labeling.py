@@ -168,14 +168,16 @@ def test_next_refuses_while_last_batch_unlabeled_and_force_offers_new_images(tmp
     assert len(second) == 10 and not first & second
 
 
-def test_label_free_first_batch_by_coreset_and_refused_for_entropy(tmp_path, demo):
+def test_label_free_first_batch_by_pal_and_refused_for_entropy(tmp_path, demo):
     project = make_project(tmp_path, demo)
     base = ["label", "next", str(project), "--n", "10", "--quiet", "--no-tracking"]
     assert main([*base, "--strategy", "entropy"]) == 2
     assert not (project / "rounds" / "001").exists()
-    assert main([*base, "--strategy", "coreset"]) == 0
+    assert main([*base, "--strategy", "pal"]) == 0
     info = json.loads((project / "rounds/001/round.json").read_text())
-    assert info["strategy"] == "coreset" and info["label_free"]
+    assert info["strategy"] == "pal" and info["label_free"]
+    batch = read_csv(project / "rounds/001/batch.csv")
+    assert "s_s" in batch[0] and "s_c" not in batch[0]  # no class head without labels
 
 
 def test_bad_imports_leave_the_project_unchanged(tmp_path, demo):

@@ -233,7 +233,10 @@ def add_label_parser(sub) -> None:
     nxt = cmds.add_parser("next", help="choose the next batch to label")
     nxt.add_argument("project")
     nxt.add_argument("--n", type=int, required=True, help="images in the batch")
-    nxt.add_argument("--strategy", help="instead of the project's (no label yet: pal, coreset)")
+    nxt.add_argument(
+        "--strategy",
+        help="instead of the project's (no label yet: coreset, the default; pal; random)",
+    )
     nxt.add_argument("--force", action="store_true", help="even if the last batch is unlabeled")
     nxt.add_argument(
         "--set",
