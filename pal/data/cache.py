@@ -14,7 +14,7 @@ import os
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,15 @@ def read_cache(path: Path) -> dict[str, np.ndarray] | None:
             return {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None  # a damaged cache is rebuilt
+
+
+def cached(path: Path, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays cached at ``path``; when absent or damaged, ``build()`` them and cache them."""
+    arrays = read_cache(path)
+    if arrays is None:
+        arrays = build()
+        write_cache(path, arrays)
+    return arrays
 
 
 def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pal.data.arrays import from_arrays
-from pal.data.cache import CACHE_DIR, digest, read_cache, slug, write_cache
+from pal.data.cache import CACHE_DIR, cached, digest, slug
 from pal.data.decode import read_image, stack_images
 from pal.data.image_data import DataError, ImageData
 from pal.data.registry import register_prefix
@@ -47,21 +47,17 @@ def load_folder(name: str, spec: str, data_dir: str, image_size: int | None) -> 
         stat = path.stat()
         key = [str(path), stat.st_mtime_ns, stat.st_size, image_size]
         cache = cache_dir / f"folder-{slug(path)}-{digest(key)}.npz"
-        arrays = read_cache(cache)
-        if arrays is None:
-            root = _find_tree_root(_extract_once(path, cache_dir), path)
-            arrays = _decode_tree(root, image_size)
-            write_cache(cache, arrays)
+        arrays = cached(
+            cache,
+            lambda: _decode_tree(_find_tree_root(_extract_once(path, cache_dir), path), image_size),
+        )
     else:
         train_dir, test_dir = _tree_dirs(path, path)
         # directory mtimes change when entries are added or removed: a cheap staleness check
         dirs = [path, train_dir, test_dir, *_class_dirs(train_dir), *_class_dirs(test_dir)]
         key = [str(path), image_size, *[(str(d), d.stat().st_mtime_ns) for d in dirs]]
         cache = cache_dir / f"folder-{slug(path)}-{digest(key)}.npz"
-        arrays = read_cache(cache)
-        if arrays is None:
-            arrays = _decode_tree(path, image_size)
-            write_cache(cache, arrays)
+        arrays = cached(cache, lambda: _decode_tree(path, image_size))
     channels = arrays["x_train"].shape[3]
     return from_arrays(name, arrays, default_augment="crop_flip" if channels == 3 else "crop")
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from pal.data.arrays import from_arrays
-from pal.data.cache import CACHE_DIR, digest, read_cache, slug, write_cache
+from pal.data.cache import CACHE_DIR, cached, digest, slug
 from pal.data.decode import read_image, stack_images
 from pal.data.image_data import UNKNOWN_LABEL, DataError, ImageData
 from pal.data.registry import register_prefix
@@ -58,10 +58,7 @@ def load_manifest(name: str, spec: str, data_dir: str, image_size: int | None) -
     stat = path.stat()
     key = [str(path), stat.st_size, stat.st_mtime_ns, image_size]
     cache = Path(data_dir) / CACHE_DIR / f"manifest-{slug(path)}-{digest(key)}.npz"
-    arrays = read_cache(cache)
-    if arrays is None:
-        arrays = _decode(path, image_size)
-        write_cache(cache, arrays)
+    arrays = cached(cache, lambda: _decode(path, image_size))
     channels = arrays["x_train"].shape[3]
     return from_arrays(name, arrays, default_augment="crop_flip" if channels == 3 else "crop")
 

@@ -16,6 +16,7 @@ They are signals to look at, not a rule: a plateau over few labels can be a slow
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 from pathlib import Path
@@ -121,7 +122,7 @@ def draw_curve(status: Status, path: Path, title: str) -> None:
         if not math.isnan(r["val_accuracy"])
     ]
     fig = Figure(figsize=(6, 4))
-    canvas = FigureCanvasAgg(fig)
+    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if points:
         ax.plot(*zip(*points, strict=True), marker="o")
@@ -130,9 +131,6 @@ def draw_curve(status: Status, path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    canvas.draw()
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     write_atomic(path, buf.getvalue())
