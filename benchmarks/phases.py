@@ -1,9 +1,10 @@
 """One PAL round broken into phases, timed on the code users run.
 
 Phases: task training, scoring-network training, scoring the pool (``S_S`` and ``S_C``), and the
-``K - 1`` sub-query fine-tunes with their re-scores (``S_D``). The last three are the task's
-pretext (:func:`pal.pretext.pretext_for`) as ``PALStrategy.choose`` calls it: its ``build``,
-``train``, ``score`` and ``finetuner``, so one :func:`run_phases` times classification (rotation
+``K - 1`` sub-query fine-tunes with their re-scores of the still-unchosen pool (``S_D``), timed
+apart (:func:`time_subqueries`). The last three are the task's pretext
+(:func:`pal.pretext.pretext_for`) as ``PALStrategy.choose`` calls it: its ``build``, ``train``,
+``score`` and ``finetuner``, so one :func:`run_phases` times classification (rotation
 prediction) and segmentation (SimCLR) alike. Beside scoring, the bare forward passes it needs
 (:data:`BARE_FORWARD`: the same chunks and network passes, no scores) are timed in the same
 run, so their ratio says what the scores cost on top. Training phases also count model FLOPs
@@ -13,6 +14,7 @@ a GPU with a known bf16 peak, model FLOP utilisation.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +27,7 @@ from pal import scoring
 from pal.loop import Experiment
 from pal.models import ScoringNet
 from pal.pretext import pretext_for
+from pal.pretext.base import Pretext
 from pal.pretext.simclr import SegScoringNet
 from pal.segmentation import IGNORE
 from pal.strategies.base import QueryContext
@@ -73,14 +76,20 @@ def task_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), targets.long(), ignore_index=IGNORE)
 
 
-def run_phases(experiment: Experiment, n_labeled: int, repeats: int = 1) -> dict[str, Any]:
+def run_phases(
+    experiment: Experiment, n_labeled: int, repeats: int = 1, evaluate: bool = False
+) -> dict[str, Any]:
     """Time each phase of one PAL round of ``experiment``'s config on its first ``n_labeled``
     pool samples as ``D_L`` and the rest of the pool as ``D_U``.
 
     Returns a dict of phases, each ``{"seconds", "images", "images_per_s", ...}``,
     ``scoring_vs_bare_forward`` (the throughput ratio; 1.0 means the scores cost nothing) and
     ``subquery_finetune`` (``steps = 0`` when the config takes no sub-queries: ``lambda2 = 0``
-    or ``K = 1``).
+    or ``K = 1``) with, when there are sub-queries, the phases ``finetunes`` and ``rescoring``
+    (see :func:`time_subqueries`). ``round_seconds`` is the whole round: task training, scoring
+    training, scoring and the sub-queries. ``evaluate``: also time the task network's
+    evaluation on the validation and test sets (``evaluation``, not part of the round).
+    ``experiment.progress`` sees every epoch of the two trainings, as in a real round.
     """
     cfg, dev = experiment.config, experiment.device
     pool = torch.as_tensor(experiment.pool.unlabeled, device=dev)
@@ -95,7 +104,7 @@ def run_phases(experiment: Experiment, n_labeled: int, repeats: int = 1) -> dict
         val = experiment.pool.val
         (task, _), seconds = timed(
             lambda: experiment.task.train(
-                x, labeled.cpu().numpy(), val, 0, norm, experiment.augment_mode, None
+                x, labeled.cpu().numpy(), val, 0, norm, experiment.augment_mode, experiment.progress
             ),
             dev,
         )
@@ -103,6 +112,11 @@ def run_phases(experiment: Experiment, n_labeled: int, repeats: int = 1) -> dict
             task, lambda: task_loss(task(norm(x[batch])), labels[batch]), batch.numel()
         )
         out["task_training"] = _phase(seconds, cfg.epochs_task * labeled.numel(), flops, peak)
+        if evaluate:  # what a round does next: the validation and test metrics
+            _, seconds = timed(
+                lambda: experiment.task.evaluate(task, x, val, experiment.x_test, norm), dev
+            )
+            out["evaluation"] = _phase(seconds, len(val) + len(experiment.x_test))
 
         # the query's context, as the loop makes it; the pretext as PALStrategy.choose runs it
         ctx = QueryContext(
@@ -118,12 +132,18 @@ def run_phases(experiment: Experiment, n_labeled: int, repeats: int = 1) -> dict
             seed=cfg.seed,
             task=experiment.task.kind,
             val=torch.as_tensor(val, device=dev),
+            progress=experiment.progress,
         )
         pretext = pretext_for(ctx.task)
 
-        # scoring-network training: pretext loss + class loss on D_L
-        net = pretext.build(ctx)
-        _, seconds = timed(lambda: pretext.train(net, ctx), dev)
+        # scoring-network training: pretext loss + class loss on D_L (built inside the timing,
+        # as task.train builds the task network)
+        def build_and_train() -> torch.nn.Module:
+            net = pretext.build(ctx)
+            pretext.train(net, ctx)
+            return net
+
+        net, seconds = timed(build_and_train, dev)
         loss = pretext.training_loss(net, ctx, ctx.generator("bench-flops"))
         positions = torch.arange(batch.numel(), device=dev)  # the first batch of D_L
         flops = train_flops_per_image(net, lambda: loss(positions), batch.numel())
@@ -143,30 +163,98 @@ def run_phases(experiment: Experiment, n_labeled: int, repeats: int = 1) -> dict
             out["bare_forward"] = _phase(min(bare_s), unlabeled.numel())
             out["scoring_vs_bare_forward"] = min(bare_s) / min(score_s)
 
-        # sub-query fine-tunes and re-scores of the still-unchosen pool (finetune_scope), on
-        # the top of S_S + lambda1 S_C as the sub-queries so far
-        n = experiment.query_size
-        sizes = scoring.subquery_sizes(n, cfg.subqueries) if cfg.lambda2 > 0 else [n]
-        seconds = 0.0
-        if len(sizes) > 1:
-            scores = pretext.score(net, ctx, keep=cfg.finetune_scope == "head")
-            diversity = pretext.finetuner(net, scores, ctx)
-            order = torch.argsort(scores.s_s + cfg.lambda1 * scores.s_c, descending=True)
-            done = 0
-            for size in sizes[:-1]:
-                done += size
-                picked, remaining = order[:done], order[done:]
-                _, s = timed(lambda p=picked, r=remaining: diversity(p, r), dev)
-                seconds += s
-        out["subquery_finetune"] = {
-            "seconds": seconds,
-            "steps": len(sizes) - 1,
-            "scope": cfg.finetune_scope,
-        }
+        # the K - 1 sub-query fine-tunes and re-scores of the still-unchosen pool
+        out.update(time_subqueries(pretext, net, ctx, experiment.query_size))
     out["round_seconds"] = sum(
         out[k]["seconds"]
         for k in ("task_training", "scoring_training", "scoring", "subquery_finetune")
     )
+    return out
+
+
+def time_subqueries(pretext: Pretext, net: torch.nn.Module, ctx: QueryContext, n: int) -> dict:
+    """The sub-queries of a query of ``n`` as ``PALStrategy.choose`` runs them
+    (:func:`pal.scoring.run_subqueries` on the pretext's ``finetuner``), each of the ``K - 1``
+    fine-tune calls split in two: the fine-tune (the copy of the model and its ``fit``) and the
+    re-score of the still-unchosen pool (everything after ``fit`` returns).
+
+    Returns ``subquery_finetune`` (``seconds`` of both, ``steps``, ``scope``, ``start``) and,
+    when ``steps > 0``, the phases ``finetunes`` (images: epochs x the picked images of each
+    step) and ``rescoring`` (images: the remaining pool of each step). When the whole body moves
+    (``finetune_scope=all``) and the pretext has a bare reference (:data:`RESCORE_BARE`), the
+    bare forward passes of each re-scored pool are timed right after it, with the fine-tuned
+    network: ``rescoring_bare_forward`` and ``rescoring_vs_bare_forward``.
+    """
+    cfg, dev = ctx.config, ctx.device
+    sizes = scoring.subquery_sizes(n, cfg.subqueries) if cfg.lambda2 > 0 else [n]
+    steps: list[dict[str, float]] = []
+    if len(sizes) > 1:
+        scores = pretext.score(net, ctx, keep=cfg.finetune_scope == "head")
+        finetuner = pretext.finetuner(net, scores, ctx)
+        bare = RESCORE_BARE.get(pretext.name) if cfg.finetune_scope == "all" else None
+        module = sys.modules[type(finetuner).__module__]  # where its `fit` is looked up
+
+        def diversity(picked: torch.Tensor, remaining: torch.Tensor) -> torch.Tensor:
+            real_fit, fitted = module.fit, []
+
+            def timed_fit(*args, **kwargs):
+                report = real_fit(*args, **kwargs)
+                sync(dev)
+                fitted.append(time.perf_counter())
+                return report
+
+            sync(dev)
+            start = time.perf_counter()
+            module.fit = timed_fit
+            try:
+                s_d = finetuner(picked, remaining)
+            finally:
+                module.fit = real_fit
+            sync(dev)
+            end = time.perf_counter()
+            fit_end = fitted[-1] if fitted else start
+            step = {
+                "finetune_seconds": fit_end - start,
+                "rescore_seconds": end - fit_end,
+                "picked": int(picked.numel()),
+                "rescored": int(remaining.numel()),
+            }
+            if bare is not None:
+                rest = ctx.unlabeled[remaining]
+                _, step["bare_seconds"] = timed(
+                    lambda: bare(finetuner.model, ctx.x[rest], ctx.normalize, cfg.eval_batch_size),
+                    dev,
+                )
+            steps.append(step)
+            return s_d
+
+        scoring.run_subqueries(
+            scores.s_s, scores.s_c, sizes, cfg.lambda1, cfg.lambda2, diversity, cfg.score_norm
+        )
+    finetune_s = sum(s["finetune_seconds"] for s in steps)
+    rescore_s = sum(s["rescore_seconds"] for s in steps)
+    out: dict[str, Any] = {
+        "subquery_finetune": {
+            "seconds": finetune_s + rescore_s,
+            "steps": len(sizes) - 1,
+            "scope": cfg.finetune_scope,
+            "start": cfg.finetune_start,
+            "epochs": cfg.finetune_epochs,
+            "finetune_seconds": finetune_s,
+            "rescore_seconds": rescore_s,
+        }
+    }
+    if steps:
+        rescored = sum(s["rescored"] for s in steps)
+        out["finetunes"] = {
+            **_phase(finetune_s, cfg.finetune_epochs * sum(s["picked"] for s in steps)),
+            "steps": len(steps),
+        }
+        out["rescoring"] = {**_phase(rescore_s, rescored), "steps": len(steps)}
+        if all("bare_seconds" in s for s in steps):
+            bare_s = sum(s["bare_seconds"] for s in steps)
+            out["rescoring_bare_forward"] = _phase(bare_s, rescored)
+            out["rescoring_vs_bare_forward"] = bare_s / rescore_s
     return out
 
 
@@ -175,7 +263,7 @@ def run_phases(experiment: Experiment, n_labeled: int, repeats: int = 1) -> dict
 def bare_rotation_forward(net: ScoringNet, x: torch.Tensor, normalize, batch_size: int) -> None:
     """What rotation scoring runs, without the scores: 4 rotations, body, both heads."""
     net.eval()
-    for chunk in eval_chunks(x, batch_size, passes=4):  # the same chunks as rotation.score_pool
+    for chunk in eval_chunks(net, x, batch_size, passes=4):  # the chunks of rotation.score_pool
         b = chunk.shape[0]
         z = net.backbone(scoring.rotations(normalize(chunk)))
         net.rotation_head(z)
@@ -188,7 +276,7 @@ def bare_simclr_forward(net: SegScoringNet, x: torch.Tensor, normalize, batch_si
     three images per image, the class head upsampled to full size, the projection head on
     two."""
     net.eval()
-    for chunk in eval_chunks(x, batch_size, passes=3):  # the same chunks as simclr.score_pool
+    for chunk in eval_chunks(net.segnet, x, batch_size, passes=3):  # simclr.score_pool's chunks
         b = chunk.shape[0]
         images = normalize(chunk)
         feats, pooled = net.encode(torch.cat([images, images, images]))
@@ -205,6 +293,12 @@ BARE_FORWARD: dict[str, BareForward] = {
 """The reference of each pretext's scoring, by pretext name: ``(net, x uint8 [U, C, H, W],
 normalize, eval_batch_size)``, the network passes of its ``score`` and nothing else. A pretext
 without one is timed without the ratio."""
+
+RESCORE_BARE: dict[str, BareForward] = {"rotation": bare_rotation_forward}
+"""The reference of each pretext's sub-query re-score with the whole network fine-tuned
+(``finetune_scope=all``): rotation re-scores with its full scoring pass (``S_S`` and ``S_C``
+from the four rotations), so its bare forward is the same as the first scoring's. SimCLR's
+re-score skips the class head, which its bare forward runs: no ratio."""
 
 
 def _phase(seconds: float, images: int, flops_per_image: float | None = None, peak=None) -> dict:

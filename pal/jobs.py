@@ -21,7 +21,9 @@ A sweep is described by a *job file*: a Python file whose ``get_job()`` returns 
         }
 
 A job with ``variants`` (named config overrides) and ``seeds`` is an ablation study: one trial per
-(variant, seed), on a grid. The objective of every job is :data:`OBJECTIVE`.
+(variant, seed), on a grid; ``pairs`` (variant -> its reference variant) has ``pal report`` compare
+each variant with its own reference instead of ``random``. The objective of every job is
+:data:`OBJECTIVE`.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ JOB_KEYS = {
     "experiment_name": str,
     "variants": dict,
     "seeds": list,
+    "pairs": dict,
     "smoke": dict,
 }
 
@@ -79,6 +82,7 @@ class SweepJob:
     experiment_name: str = "pal-sweeps"
     variants: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     seeds: list[int] = dataclasses.field(default_factory=list)
+    pairs: dict[str, str] = dataclasses.field(default_factory=dict)
     smoke: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def smoke_sized(self) -> SweepJob:
@@ -139,6 +143,12 @@ def validate_job(job: SweepJob) -> None:
         if not isinstance(overrides, dict):
             raise ConfigError(f"variants.{name}: must be a dict of config keys, got {overrides!r}")
         make_config(job.base, **overrides)
+    for variant, reference in job.pairs.items():
+        for name in (variant, reference):
+            if name not in job.variants:
+                raise ConfigError(
+                    f"pairs.{variant}: {name!r} is not a variant; variants: {list(job.variants)}"
+                )
     for seed in job.seeds:
         make_config(job.base, seed=seed)
     for key, spec in job.search_space.items():

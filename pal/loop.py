@@ -108,9 +108,9 @@ class Experiment:
         self.config = config
         self.progress = progress
         self.strategy = build_strategy(config)
-        self.runtime = Runtime.from_config(config)
         plan = plan_experiment(config, data)
         self.data, self.task, self.missing_class_ids = plan.data, plan.task, plan.missing_class_ids
+        self.runtime = Runtime.from_config(config, self.task.kind)
         self.pool: Pool = plan.pools.pool
         self.initial_size, self.query_size = plan.pools.initial_size, plan.pools.query_size
         self.classes = self.task.classes

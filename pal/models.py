@@ -31,27 +31,47 @@ def list_backbones() -> list[str]:
 
 
 def build_backbone(name: str, in_channels: int, image_hw: tuple[int, int]) -> nn.Module:
-    """Backbone ``name`` for images ``[B, in_channels, *image_hw]``, with ``feature_dim``."""
+    """Backbone ``name`` for images ``[B, in_channels, *image_hw]``, with ``feature_dim``; its
+    dropout layers draw from seeded generators (:func:`seed_dropouts`)."""
     net = BACKBONES.get(name)(in_channels, image_hw)
     assert hasattr(net, "feature_dim"), f"backbone {name!r} must set feature_dim"
-    return net
+    return seed_dropouts(net)
 
 
 class SeededDropout(nn.Dropout):
     """``nn.Dropout`` that draws its masks from ``generator`` when one is set.
 
     ``nn.Dropout`` draws from the global RNG; training sets ``generator`` to a seeded one so that
-    a run is reproducible for its seed. With ``generator = None`` it is plain ``nn.Dropout``.
+    a run is reproducible for its seed. With ``channelwise`` one draw zeroes a whole channel of
+    ``x [B, C, ...]`` (``nn.Dropout1d/2d/3d``); without, each element (``nn.Dropout``). With
+    ``generator = None`` it falls back to the global RNG as those do.
     """
 
     generator: torch.Generator | None = None
 
+    def __init__(self, p: float = 0.5, channelwise: bool = False):
+        super().__init__(p)
+        self.channelwise = channelwise
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or self.generator is None:
-            return super().forward(x)
+        if not self.training or self.p == 0.0:
+            return x
+        shape = (*x.shape[:2], *(1,) * (x.dim() - 2)) if self.channelwise else x.shape
         keep = 1.0 - self.p
-        mask = torch.rand(x.shape, generator=self.generator, device=x.device).lt_(keep)
+        mask = torch.rand(shape, generator=self.generator, device=x.device).lt_(keep)
         return x * mask / keep
+
+
+def seed_dropouts(module: nn.Module) -> nn.Module:
+    """``module`` with every ``nn.Dropout``, ``nn.Dropout1d/2d/3d`` replaced in place by a
+    :class:`SeededDropout` of the same probability, so that training draws its masks from the
+    generator :func:`dropout_generator` sets (torchvision's VGG classifier has two)."""
+    channelwise = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, (nn.Dropout, *channelwise)) and type(child) is not SeededDropout:
+                setattr(parent, name, SeededDropout(child.p, isinstance(child, channelwise)))
+    return module
 
 
 @contextlib.contextmanager

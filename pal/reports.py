@@ -170,15 +170,17 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
             by_round=True,
         )
 
-    verdicts = paired_verdicts(runs, "test_accuracy", reference)
+    pairs = study.get("pairs") or {}
+    verdicts = paired_verdicts(runs, "test_accuracy", reference, pairs=pairs)
     if any(v.rounds for v in verdicts):
+        against = "its pair's" if pairs else f"{reference}'s"
         files["paired_difference.png"] = folder / "paired_difference.png"
         plot_paired_differences(
             verdicts,
             files["paired_difference.png"],
             colors,
-            ylabel=f"test {metric} minus {reference}'s (points)",
-            title=f"{study['name']}: paired by seed vs {reference} (mean, 95% t band)",
+            ylabel=f"test {metric} minus {against} (points)",
+            title=f"{study['name']}: paired by seed vs {against[:-2]} (mean, 95% t band)",
         )
 
     corr = correlations(runs)
@@ -384,21 +386,28 @@ def paired_verdicts(
     metric: str,
     reference: str | None,
     *,
+    pairs: dict[str, str] | None = None,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> list[Verdict]:
     """Every other variant against ``reference``, paired by seed (the same seed is the same
-    initial pool), one :class:`Verdict` each; ``[]`` without a reference.
+    initial pool), one :class:`Verdict` each; ``[]`` without a reference. With ``pairs``
+    (variant -> its own reference, a study's ``pairs``), those comparisons instead, for the
+    variants that have runs.
 
     Only finished runs, the seeds both variants have and the rounds all those runs logged count.
     Round 0 (the shared initial pool) is in ``rounds`` but not in the AUC.
     """
-    if reference is None:
+    present = list(dict.fromkeys(r["variant"] for r in runs))
+    if pairs:
+        compared = [(v, ref) for v, ref in pairs.items() if v in present and ref in present]
+    elif reference is None:
         return []
-    variants = [v for v in dict.fromkeys(r["variant"] for r in runs) if v != reference]
+    else:
+        compared = [(v, reference) for v in present if v != reference]
     return [
-        _verdict(pair_by_seed(runs, v, reference, metric), v, reference, metric, resamples, seed)
-        for v in variants
+        _verdict(pair_by_seed(runs, v, ref, metric), v, ref, metric, resamples, seed)
+        for v, ref in compared
     ]
 
 
@@ -795,11 +804,12 @@ def render_markdown(
 
 
 def _verdict_table(verdicts: list[Verdict], metric: str) -> list[str]:
-    reference = verdicts[0].reference
+    references = list(dict.fromkeys(v.reference for v in verdicts))
+    reference = f"`{references[0]}`" if len(references) == 1 else "its reference"
     lines = [
-        f"## Verdicts (against `{reference}`, paired by seed)",
+        f"## Verdicts (against {reference}, paired by seed)",
         "",
-        f"Each run is paired with the `{reference}` run of the same seed (the same initial pool), "
+        f"Each run is paired with the {reference} run of the same seed (the same initial pool), "
         "over the seeds and rounds both finished. AUC: the mean test "
         f"{metric} over rounds 1..R, its difference in {metric} points with a 95% paired t "
         "interval; `better`/`worse` when that interval lies wholly above/below 0. Labels saved: on "
@@ -816,6 +826,19 @@ def _verdict_table(verdicts: list[Verdict], metric: str) -> list[str]:
             f"| {v.variant} | {v.reference} | {v.n_seeds} | {_points(v.auc_diff, v.auc_ci)} | "
             f"{_saved_cell(v.labels_saved)} | {v.verdict} |"
         )
+    rounds = sorted({d.round for v in verdicts for d in v.rounds})
+    if rounds:
+        lines += [
+            "",
+            f"Per round: the mean paired difference in test {metric} (points, 95% t interval).",
+            "",
+            "| variant | reference | " + " | ".join(f"round {r}" for r in rounds) + " |",
+            "| --- | --- |" + " --- |" * len(rounds),
+        ]
+        for v in verdicts:
+            by_round = {d.round: _points(d.diff, d.ci) for d in v.rounds}
+            cells = " | ".join(by_round.get(r, "-") for r in rounds)
+            lines.append(f"| {v.variant} | {v.reference} | {cells} |")
     return lines
 
 

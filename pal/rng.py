@@ -36,3 +36,22 @@ def seeded_init(seed: int, *purpose: str | int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, *purpose))
         yield
+
+
+@contextlib.contextmanager
+def global_rng_from(generator: torch.Generator) -> Iterator[None]:
+    """Seed the global RNG of ``generator``'s device from ``generator``'s seed for the block,
+    restoring the caller's state afterwards.
+
+    Training draws every random number it knows of from seeded generators; this is for the
+    layers it does not know of (a registered backbone's own noise, a third-party block) that
+    draw from the global RNG: inside a fit they see the same stream for the same seed, however
+    many numbers other code in the process drew before. ``generator`` itself is not advanced.
+    """
+    device, devices = generator.device, []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        seed = derive_seed(generator.initial_seed(), "global-rng")
+        torch.manual_seed(seed)  # seeds every device's default generator
+        yield

@@ -20,7 +20,7 @@ import torchvision
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
-from pal.models import SeededDropout
+from pal.models import seed_dropouts
 from pal.registry import Registry
 
 EncoderFactory = Callable[[int], nn.Module]
@@ -40,10 +40,7 @@ class SegNet(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.head = DeepLabHead(encoder.out_channels, num_classes)
-        for parent in self.head.modules():  # ASPP's dropout, drawn from a seeded generator
-            for name, child in parent.named_children():
-                if isinstance(child, nn.Dropout):
-                    setattr(parent, name, SeededDropout(child.p))
+        seed_dropouts(self)  # the ASPP's dropout (and any other), from a seeded generator
 
     def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, c, H/s, W/s]``, the encoder's output."""

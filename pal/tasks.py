@@ -31,7 +31,7 @@ from pal.training import (
     ProgressFn,
     Selection,
     accuracy,
-    eval_chunks,
+    eval_chunk,
     predict_logits,
     train_classifier,
     train_segmenter,
@@ -229,11 +229,10 @@ class ClassificationTask(Task):
 
     def fit(self, model, x, idx, normalize, augment_mode, r, progress, select) -> FitReport:
         cfg = self.config
-        model.dropout.generator = torch_generator(x.device, cfg.seed, "task-dropout", r)
         spec = FitSpec.from_config(cfg, "task")
         gen = torch_generator(x.device, cfg.seed, "task", r)
         randaugment = (cfg.randaugment_ops, cfg.randaugment_magnitude)
-        try:
+        with dropout_generator(model, torch_generator(x.device, cfg.seed, "task-dropout", r)):
             return train_classifier(
                 model,
                 x[idx],
@@ -246,8 +245,6 @@ class ClassificationTask(Task):
                 select,
                 randaugment,
             )
-        finally:
-            model.dropout.generator = None
 
     def score(self, model, x, idx, normalize) -> float:
         idx = torch.as_tensor(idx, device=x.device)
@@ -404,7 +401,8 @@ def segmentation_confusion(
     uint8 [N, H, W]`` (ignore label left out), accumulated chunk by chunk."""
     model.eval()
     total = torch.zeros(num_classes, num_classes, dtype=torch.long, device=x.device)
-    for xs, ms in zip(eval_chunks(x, batch_size), eval_chunks(masks, batch_size), strict=True):
+    n = eval_chunk(model, x, batch_size)
+    for xs, ms in zip(x.split(n), masks.split(n), strict=True):
         total += confusion_matrix(model(normalize(xs)).argmax(1), ms, num_classes, IGNORE)
     return total
 

@@ -18,6 +18,7 @@ the accuracies, sizes, timings, class shares and the strategy's query metrics; p
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import math
@@ -440,6 +441,8 @@ def _probe_server(uri: str) -> None:
 def _param_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return json.dumps(list(value))
+    if isinstance(value, dict):
+        return json.dumps(value)
     return str(value)
 
 
@@ -549,7 +552,8 @@ def load_study(tracking_uri: str, study: str) -> dict[str, Any]:
     """A study's runs as plain data, for :mod:`pal.reports`.
 
     Returns:
-        ``{"name", "parent_run_id", "experiment_id", "runs": [...]}``, one entry per nested run:
+        ``{"name", "parent_run_id", "experiment_id", "pairs", "runs": [...]}`` (``pairs``: the
+        study's variant -> reference map, ``{}`` if none), one entry per nested run:
         ``{"run_id", "run_name", "status", "variant", "params": {key: str},
         "history": {metric: {round: value}}}`` (``variant`` is the ``pal.variant`` tag, else
         the strategy).
@@ -578,10 +582,12 @@ def load_study(tracking_uri: str, study: str) -> dict[str, Any]:
                 "history": history,
             }
         )
+    pairs = parent.data.params.get("pairs")
     return {
         "name": parent.data.tags.get("pal.sweep", parent.info.run_name),
         "parent_run_id": parent_id,
         "experiment_id": parent.info.experiment_id,
+        "pairs": ast.literal_eval(pairs) if pairs else {},  # a JSON or Python dict literal
         "runs": runs,
     }
 

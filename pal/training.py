@@ -8,9 +8,13 @@ DataLoader, no per-sample Python, no host synchronisation inside an epoch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import os
 import warnings
+import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +24,7 @@ from torch.optim import swa_utils
 
 from pal.config import ConfigError
 from pal.randaugment import rand_augment
+from pal.rng import global_rng_from
 from pal.segmentation import IGNORE
 
 ProgressFn = Callable[[str, int, int], None]
@@ -59,15 +64,15 @@ class Runtime:
     memory_format: torch.memory_format = torch.contiguous_format
 
     @classmethod
-    def from_config(cls, config) -> Runtime:
-        """Resolve ``device``, ``precision`` and ``memory_format`` (see :func:`resolve_device`
-        and :func:`resolve_speed`).
+    def from_config(cls, config, kind: str = "classification") -> Runtime:
+        """Resolve ``device``, ``precision`` and ``memory_format`` for a ``kind`` task (see
+        :func:`resolve_device` and :func:`resolve_speed`).
 
         Raises:
             ConfigError: ``device: ...`` or ``precision: ...`` for what this machine lacks.
         """
         device = resolve_device(config.device)
-        return cls(device, *resolve_speed(config, device))
+        return cls(device, *resolve_speed(config, device, kind))
 
     @property
     def precision(self) -> str:
@@ -93,11 +98,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_speed(config, device: torch.device) -> tuple[torch.dtype | None, Any]:
+CPU_BF16_STRATEGIES: frozenset[str] = frozenset()
+"""The classification strategies whose accuracy held in bf16 on CPU: every round of every seed's
+run within 1 point of fp32 on average (``ablations/mnist_precision.py``, ``docs/performance.md``).
+``precision: auto`` turns bf16 on for these alone on a CPU with bf16 units."""
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively: AMX-BF16 tiles (Intel Sapphire Rapids and later)
+    or AVX512-BF16 dot products (AMD Zen 4 and later, Intel Cooper Lake), as oneDNN uses them."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def resolve_speed(
+    config, device: torch.device, kind: str = "classification"
+) -> tuple[torch.dtype | None, Any]:
     """The autocast dtype (``None``: fp32) and the image memory format for ``device``.
 
     ``auto`` means bf16 autocast and channels-last on a CUDA GPU with bf16 support (Ampere and
-    later), fp32 and contiguous elsewhere: on CPUs both cost more than they save.
+    later), and on a CPU with bf16 units (:func:`cpu_has_bf16`) for a classification strategy
+    in :data:`CPU_BF16_STRATEGIES`; fp32 and contiguous elsewhere (on CPUs without those units
+    both cost more than they save).
 
     Raises:
         ConfigError: ``precision: ...`` for bf16 on a GPU without bf16 support.
@@ -106,9 +128,13 @@ def resolve_speed(config, device: torch.device) -> tuple[torch.dtype | None, Any
     bf16_ok = not gpu or torch.cuda.is_bf16_supported()
     if config.precision == "bf16" and not bf16_ok:
         raise ConfigError("precision: this GPU has no bf16 support; use fp32 or auto")
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and gpu and bf16_ok)
+    cpu_units = not gpu and cpu_has_bf16()
+    proven = kind == "classification" and config.strategy in CPU_BF16_STRATEGIES
+    use_bf16 = config.precision == "bf16" or (
+        config.precision == "auto" and ((gpu and bf16_ok) or (cpu_units and proven))
+    )
     channels_last = config.memory_format == "channels_last" or (
-        config.memory_format == "auto" and gpu
+        config.memory_format == "auto" and (gpu or (cpu_units and use_bf16))
     )
     return (
         torch.bfloat16 if use_bf16 else None,
@@ -171,12 +197,25 @@ class FitSpec:
         )
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
+        """SGD or Adam over ``params``, fused (one kernel over all of them per step) when they
+        are float tensors on a CPU or a CUDA GPU: on one CPU core, plain SGD's step over VGG-16's
+        134M parameters took 0.71 s against 0.09 s fused, a sixth of the training step's time."""
+        params = list(params)
+        fused = bool(params) and all(
+            p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
+        )
         if self.optimizer == "sgd":
             return torch.optim.SGD(
-                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+                params,
+                lr=self.lr,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+                fused=fused or None,
             )
         if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+            return torch.optim.Adam(
+                params, lr=self.lr, weight_decay=self.weight_decay, fused=fused or None
+            )
         raise ValueError(f"optimizer: must be one of ['sgd', 'adam'], got {self.optimizer!r}")
 
 
@@ -316,9 +355,18 @@ def fit(
     epochs average the weights (Izmailov et al. 2018, ``torch.optim.swa_utils``), BatchNorm's
     statistics are recomputed for the average with one pass of ``loss_fn``'s batches, and the
     average is one more candidate of the selection (the result, without one).
+
+    Randomness comes from ``generator`` (batches, augmentations) and from the seeded generators
+    of the module's :class:`pal.models.SeededDropout` layers; a layer that draws from the global
+    RNG instead sees it seeded from ``generator`` for the fit (:func:`pal.rng.global_rng_from`).
     """
     if n == 0:
         return FitReport(0, 0, math.nan, math.nan)
+    with global_rng_from(generator):
+        return _fit(module, n, loss_fn, spec, generator, params, progress, phase, select)
+
+
+def _fit(module, n, loss_fn, spec, generator, params, progress, phase, select) -> FitReport:
     module.train()
     optimizer = spec.make_optimizer(params if params is not None else module.parameters())
     swa_epoch = max(1, math.ceil(spec.swa_start * spec.epochs)) if spec.swa else spec.epochs + 1
@@ -498,18 +546,146 @@ def predict_features(
     return _in_batches(model.features, model, x, normalize, batch_size)
 
 
-CPU_EVAL_BATCH = 64
-"""Largest inference batch on a CPU: beyond it the activations fall out of the caches (MNIST's
-``cnn`` scores 1.6x faster in chunks of 64 images than of 1024 on one core)."""
+CACHE_SHARE = 0.5
+"""Share of the last-level cache one chunk's largest activation may fill (:func:`eval_chunk`)."""
+
+FALLBACK_CACHE_BYTES = 32 * 2**20
+"""Last-level cache assumed where the machine does not tell (:func:`last_level_cache_bytes`)."""
+
+WEIGHT_MACS_PER_BYTE = {4: 3.0, 2: 18.0}
+"""What one chunk's pass over the weights costs, in multiply-accumulates per weight byte (fp32
+storage), by bytes per activation element: fp32 (4) streams the weights once; bf16 autocast (2)
+also casts and reorders them every chunk, which cost about as much as 18 MACs per byte on one
+core here (VGG-16-BN with its 537 MB classifier: ~190 ms a chunk at 3x96x96)."""
+
+WEIGHT_SHARE = 0.1
+"""Largest share of a chunk's time its pass over the weights should take (:func:`eval_chunk`)."""
 
 
-def eval_chunks(x: torch.Tensor, batch_size: int, passes: int = 1) -> tuple[torch.Tensor, ...]:
-    """``x [N, ...]`` split for inference of ``passes`` forward images per sample (4 for the
-    rotations): ``batch_size`` forward images per chunk on a GPU, at most
-    :data:`CPU_EVAL_BATCH` on a CPU."""
+@dataclasses.dataclass(frozen=True)
+class ForwardProfile:
+    """What one image costs a network's eval-mode forward pass: ``activation`` elements of the
+    largest tensor a module reads or writes, ``macs`` multiply-accumulates of its convolutions
+    and linear layers, and ``weights`` bytes of the parameters of the modules that ran."""
+
+    activation: int
+    macs: int
+    weights: int
+
+
+_PROFILES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], ForwardProfile]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def forward_profile(model: nn.Module, sample_shape: tuple[int, ...]) -> ForwardProfile:
+    """The :class:`ForwardProfile` of ``model`` on one zero image ``[1, *sample_shape]`` (CPU),
+    from hooks on every module; made once per module and shape (cached), counted in elements and
+    MACs, not timed, so the same network and shape always give the same profile. The probe runs
+    in eval mode without gradients and leaves the modules' modes and the global RNG as found."""
+    cached = _PROFILES.setdefault(model, {})
+    if sample_shape in cached:
+        return cached[sample_shape]
+    largest, macs, ran = 0, 0, {}
+
+    def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+        nonlocal largest, macs
+        outs = output if isinstance(output, (tuple, list)) else (output,)
+        sizes = [t.numel() for t in (*inputs, *outs) if isinstance(t, torch.Tensor)]
+        largest = max(largest, *sizes, 0)
+        if isinstance(module, nn.modules.conv._ConvNd):  # per output element (input, transposed)
+            fan = module.out_channels if module.transposed else module.in_channels
+            per = fan // module.groups * math.prod(module.kernel_size)
+            macs += (inputs[0] if module.transposed else output).numel() * per
+        elif isinstance(module, nn.Linear):
+            macs += output.numel() * module.in_features
+        ran[id(module)] = module
+
+    modes = [(m, m.training) for m in model.modules()]
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            model.eval()
+            model(torch.zeros(1, *sample_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, mode in modes:
+            m.training = mode
+    params = {id(p): p for m in ran.values() for p in m.parameters(recurse=False)}
+    weights = sum(p.numel() * p.element_size() for p in params.values())
+    cached[sample_shape] = ForwardProfile(largest, macs, weights)
+    return cached[sample_shape]
+
+
+@functools.cache
+def last_level_cache_bytes() -> int:
+    """Size of the largest data cache CPU 0 sees (sysfs, else ``sysconf``), else
+    :data:`FALLBACK_CACHE_BYTES`."""
+    found: dict[int, int] = {}
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if (index / "type").read_text().strip() == "Instruction":
+                continue
+            size = (index / "size").read_text().strip().upper()
+            scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1:], 1)
+            found[int((index / "level").read_text())] = int(size.rstrip("KMG")) * scale
+        except (OSError, ValueError):
+            continue
+    if found:
+        return found[max(found)]
+    for name in ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE"):
+        try:
+            size = os.sysconf(name)
+        except (ValueError, OSError):
+            continue
+        if size > 0:
+            return size
+    return FALLBACK_CACHE_BYTES
+
+
+def eval_chunk(model: nn.Module, x: torch.Tensor, batch_size: int, passes: int = 1) -> int:
+    """Samples of ``x [N, C, H, W]`` per inference chunk of ``model``, which runs ``passes``
+    forward images per sample (4 for the rotations, 3 for SimCLR's views) on images shaped like
+    ``x``'s.
+
+    On a GPU (any device but the CPU), ``batch_size`` forward images per chunk. On a CPU, the
+    power of two nearest (in log scale) to the larger of
+
+    - ``CACHE_SHARE * last-level cache / (largest activation per image in bytes)``: the chunk's
+      activations stay in the cache (on one core the small ``cnn`` at 1x28x28 ran 2.1x slower
+      in chunks of 1024 forward images than of 128, ``vgg16_tv`` at 3x32x32 1.45x slower than
+      in 64, ``segcnn`` 1.3x slower in 512 than in 64);
+    - ``WEIGHT_MACS_PER_BYTE * weight bytes / (WEIGHT_SHARE * MACs per image)``: the chunk's
+      pass over the weights takes at most ~10% of its time (under bf16 autocast ``vgg16_tv``'s
+      537 MB of weights are recast every chunk: at 3x96x96 it ran 1.2x faster in chunks of 32
+      than in the 16 the cache alone allows, at 3x32x32 4.7x faster in 256 than in 16),
+
+    from the network's :func:`forward_profile` (activation bytes at the autocast dtype when
+    autocast is on), clamped to ``[passes, batch_size]`` forward images. The chunk depends on
+    the network, the input shape, the precision and the cache size, never on timing: the same
+    config gives the same chunks, hence the same numbers, in every process on a machine.
+    """
+    images = batch_size
     if x.device.type == "cpu":
-        batch_size = min(batch_size, CPU_EVAL_BATCH)
-    return x.split(max(1, batch_size // passes))
+        profile = forward_profile(model, tuple(x.shape[1:]))
+        if torch.is_autocast_enabled("cpu"):
+            itemsize = torch.get_autocast_dtype("cpu").itemsize
+        else:
+            itemsize = (x.dtype if x.is_floating_point() else torch.get_default_dtype()).itemsize
+        fits = CACHE_SHARE * last_level_cache_bytes() / max(1, profile.activation * itemsize)
+        rate = WEIGHT_MACS_PER_BYTE.get(itemsize, WEIGHT_MACS_PER_BYTE[2])
+        amortized = rate * profile.weights / (WEIGHT_SHARE * max(1, profile.macs))
+        images = min(max(2 ** round(math.log2(max(fits, amortized, 1.0))), passes), batch_size)
+    return max(1, images // passes)
+
+
+def eval_chunks(
+    model: nn.Module, x: torch.Tensor, batch_size: int, passes: int = 1
+) -> tuple[torch.Tensor, ...]:
+    """``x [N, ...]`` split into chunks of :func:`eval_chunk` samples for inference of
+    ``model`` (``passes`` forward images per sample)."""
+    return x.split(eval_chunk(model, x, batch_size, passes))
 
 
 @torch.inference_mode()
@@ -524,14 +700,14 @@ def predict_reduced(
     per-image numbers ``[N, ...]`` from outputs too big to keep whole (a segmentation network's
     logits ``[N, K, H, W]``)."""
     model.eval()
-    outs = [reduce(model(normalize(chunk)).float()) for chunk in eval_chunks(x, batch_size)]
+    outs = [reduce(model(normalize(chunk)).float()) for chunk in eval_chunks(model, x, batch_size)]
     return torch.cat(outs) if outs else torch.empty(0)
 
 
 @torch.inference_mode()
 def _in_batches(fn, model: nn.Module, x, normalize: Normalizer, batch_size: int) -> torch.Tensor:
     model.eval()
-    outs = [fn(normalize(chunk)).float() for chunk in eval_chunks(x, batch_size)]  # fp32
+    outs = [fn(normalize(chunk)).float() for chunk in eval_chunks(model, x, batch_size)]  # fp32
     return torch.cat(outs) if outs else torch.empty(0)
 
 

@@ -493,3 +493,19 @@ def test_to_dict_through_a_yaml_file(tmp_path):
     path = _write_yaml(tmp_path / "saved.yaml", c.to_dict())
     assert make_config(path) == c
     assert np.isclose(make_config(path).label_noise, 0.2)
+
+
+def test_a_job_pair_naming_no_variant_is_refused(tmp_path):
+    from pal.jobs import load_job
+
+    job = tmp_path / "job.py"
+    job.write_text(
+        "def get_job():\n"
+        "    return {'name': 'p', 'base': {'dataset': 'digits'},\n"
+        "            'variants': {'a': {}, 'b': {'seed': 1}}, 'seeds': [0],\n"
+        "            'pairs': {'a': 'c'}}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"pairs\.a: 'c' is not a variant; variants: \['a', 'b'\]"
+    ):
+        load_job(job)

@@ -13,7 +13,7 @@ from pal import scoring
 from pal.models import TaskNet, build_backbone
 from pal.strategies import STRATEGIES, build_strategy
 from pal.strategies.dbal import mc_dropout_probs
-from pal.training import Normalizer
+from pal.training import Normalizer, eval_chunk
 from tests.test_strategies import make_context
 
 SMALL = pal.Config(strategy="dbal", mc_samples=8, dropout=0.5, batch_size=32, device="cpu")
@@ -78,6 +78,7 @@ def test_mc_passes_differ_and_share_one_backbone_pass(digits, monkeypatch):
         torch.manual_seed(0)
         net = TaskNet(build_backbone("cnn", 1, (8, 8)), 10)
     calls = []
+    eval_chunk(net.backbone, x, 16)  # the chunk rule's one-image probe, before the count
     original = net.backbone.forward
     monkeypatch.setattr(net.backbone, "forward", lambda t: calls.append(len(t)) or original(t))
     probs = mc_dropout_probs(

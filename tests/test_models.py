@@ -6,7 +6,14 @@ import pytest
 import torch
 
 import pal
-from pal.models import ScoringNet, TaskNet, build_backbone
+from pal.models import (
+    ScoringNet,
+    SeededDropout,
+    TaskNet,
+    build_backbone,
+    dropout_generator,
+    seed_dropouts,
+)
 
 
 @pytest.mark.parametrize("name", pal.list_backbones())
@@ -54,3 +61,55 @@ def test_same_seed_same_initial_weights():
         c = build_backbone("cnn", 1, (8, 8))
     wa, wb, wc = (next(m.parameters()) for m in (a, b, c))
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+def draws_from_global_rng(net: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether a train-mode forward of ``net`` changes with the global RNG's state when every
+    generator pal hands it (:func:`pal.models.dropout_generator`) is seeded the same."""
+    outs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        with dropout_generator(net, torch.Generator().manual_seed(0)):
+            outs.append(net.train()(x))
+    return not torch.equal(*outs)
+
+
+class _GlobalNoise(torch.nn.Module):
+    def forward(self, x):
+        return x + torch.randn_like(x)  # the global RNG: what the contract must catch
+
+
+def test_the_contract_catches_a_layer_drawing_from_the_global_rng():
+    x = torch.randn(2, 3, 8, 8)
+    assert draws_from_global_rng(torch.nn.Sequential(_GlobalNoise()), x)
+    assert draws_from_global_rng(torch.nn.Dropout(0.5), x)  # torch's own dropout does too
+    assert not draws_from_global_rng(seed_dropouts(torch.nn.Sequential(torch.nn.Dropout(0.5))), x)
+
+
+@pytest.mark.parametrize("name", pal.list_backbones())
+def test_backbones_draw_randomness_only_from_seeded_generators(name):
+    """torchvision's VGG classifier carries two ``nn.Dropout``: as built here they draw from the
+    seeded generator, so the same seed gives the same training whatever else ran before."""
+    torch.manual_seed(0)
+    net = TaskNet(build_backbone(name, 3, (32, 32)), 5, dropout=0.5)
+    assert not draws_from_global_rng(net, torch.randn(2, 3, 32, 32))
+    if name == "vgg16_tv":
+        seeded = [m for m in net.backbone.modules() if isinstance(m, SeededDropout)]
+        assert len(seeded) == 2 and all(m.p == 0.5 for m in seeded)
+
+
+@pytest.mark.parametrize("name", ["segcnn", "mobilenetv2"])
+def test_segmentation_networks_draw_randomness_only_from_seeded_generators(name):
+    from pal.segnets import build_segnet
+
+    torch.manual_seed(0)
+    assert not draws_from_global_rng(build_segnet(name, 3, 4), torch.randn(2, 3, 32, 32))
+
+
+def test_channel_dropout_keeps_its_channelwise_masks():
+    net = seed_dropouts(torch.nn.Sequential(torch.nn.Dropout2d(0.5)))
+    with dropout_generator(net, torch.Generator().manual_seed(0)):
+        out = net.train()(torch.ones(4, 8, 5, 5))
+    per_channel = out.flatten(2)  # [B, C, H*W]: each channel all zero or all 2
+    assert torch.equal(per_channel.amin(2), per_channel.amax(2))
+    assert {0.0, 2.0} == set(per_channel.unique().tolist())

@@ -478,3 +478,32 @@ def test_unknown_study_names_the_studies_in_the_store(toy_study, capsys):
         pal.report("nope", tracking_uri=uri, log=False)
     assert main(["report", "nope", "--tracking-uri", uri]) == 2
     assert "pal: error: study: no study 'nope'" in capsys.readouterr().err
+
+
+def test_a_study_with_pairs_compares_each_variant_with_its_own_reference(tmp_path):
+    """``pairs`` (as ``ablations/mnist_precision.py`` sets them): ``pal-bf16`` against
+    ``pal-fp32`` and ``random-bf16`` against ``random-fp32``, never against ``random``."""
+
+    def renamed(runs, names):
+        return [{**r, "variant": names[r["variant"]]} for r in runs]
+
+    runs = renamed(paired_study(0.02, noise=0.003), {"pal": "pal-bf16", "random": "pal-fp32"})
+    runs += renamed(
+        paired_study(-0.03, noise=0.003, rng_seed=5),
+        {"pal": "random-bf16", "random": "random-fp32"},
+    )
+    pairs = {"pal-bf16": "pal-fp32", "random-bf16": "random-fp32", "vaal-bf16": "vaal-fp32"}
+    a, b = paired_verdicts(runs, "test_accuracy", None, pairs=pairs)  # no vaal runs: left out
+    assert (a.variant, a.reference, a.verdict) == ("pal-bf16", "pal-fp32", "better")
+    assert (b.variant, b.reference, b.verdict) == ("random-bf16", "random-fp32", "worse")
+    assert a.auc_diff == pytest.approx(0.02, abs=0.002)
+    rep = write_report(
+        {"name": "toy", "parent_run_id": None, "pairs": pairs, "runs": runs}, tmp_path
+    )
+    md = rep.markdown
+    assert "## Verdicts (against its reference, paired by seed)" in md
+    assert "| pal-bf16 | pal-fp32 | 5 |" in md and "| random-bf16 | random-fp32 | 5 |" in md
+    per_round = [
+        line for line in md.splitlines() if line.startswith("| pal-bf16 | pal-fp32 | +0.00")
+    ]
+    assert len(per_round) == 1 and per_round[0].count("[") == 5  # rounds 0-4, each an interval

@@ -13,14 +13,34 @@ import torch
 import pal
 from pal.config import ConfigError
 from pal.training import FitSpec, resolve_speed
-from tests.conftest import FAST, REPO
+from tests.conftest import FAST, REPO, SHARED_DATA
 
 
-def test_auto_is_fp32_and_contiguous_on_cpu():
-    config = pal.make_config(FAST)
-    assert resolve_speed(config, torch.device("cpu")) == (None, torch.contiguous_format)
-    forced = config.replace(precision="bf16", memory_format="channels_last")
-    assert resolve_speed(forced, torch.device("cpu")) == (torch.bfloat16, torch.channels_last)
+@pytest.mark.parametrize("units", [False, True])
+def test_auto_on_cpu_is_bf16_only_with_bf16_units_for_a_proven_strategy(monkeypatch, units):
+    from pal import training
+
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: units)
+    monkeypatch.setattr(training, "CPU_BF16_STRATEGIES", frozenset({"random"}))
+    cpu, fp32 = torch.device("cpu"), (None, torch.contiguous_format)
+    bf16 = (torch.bfloat16, torch.channels_last)
+    proven, unproven = (pal.make_config(FAST, strategy=s) for s in ("random", "pal"))
+    assert resolve_speed(proven, cpu) == (bf16 if units else fp32)
+    assert resolve_speed(unproven, cpu) == fp32
+    assert resolve_speed(proven, cpu, kind="segmentation") == fp32
+    assert resolve_speed(proven.replace(precision="fp32"), cpu) == fp32
+    forced = unproven.replace(precision="bf16", memory_format="channels_last")
+    assert resolve_speed(forced, cpu) == bf16  # asked for, it is on whatever the CPU
+    assert resolve_speed(unproven.replace(precision="bf16"), cpu) == (
+        bf16 if units else (torch.bfloat16, torch.contiguous_format)
+    )
+
+
+def test_cpu_bf16_units_are_read_from_torch():
+    from pal.training import cpu_has_bf16
+
+    expected = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    assert cpu_has_bf16() == expected
 
 
 def test_bad_speed_settings_name_the_field():
@@ -153,3 +173,83 @@ def test_segmentation_benchmark_runs_and_writes_its_tables(tmp_path):
     table = (out / "digit_scenes-cpu.md").read_text()
     assert "(segmentation)" in table and "| scoring training |" in table
     assert table in proc.stdout
+
+
+WHOLE_ROUND_PHASES = ("task_training", "scoring_training", "scoring", "finetunes", "rescoring")
+
+
+def _whole_round_checks(result: dict, table: str, steps: int) -> None:
+    """What a whole-round result must hold: every phase on both sides, the sub-query steps, the
+    whole round as the sum of its phases, its speed-up and the re-scoring ratio."""
+    pal_r, naive_r, whole = result["pal"], result["naive"], result["whole_round"]
+    for phase in WHOLE_ROUND_PHASES:
+        assert pal_r[phase]["seconds"] > 0 and naive_r[phase]["seconds"] > 0, phase
+    assert pal_r["finetunes"]["steps"] == naive_r["finetunes"]["steps"] == steps
+    assert pal_r["rescoring"]["steps"] == naive_r["rescoring"]["steps"] == steps
+    assert whole["pal_seconds"] == pytest.approx(
+        sum(pal_r[p]["seconds"] for p in WHOLE_ROUND_PHASES)
+    )
+    assert whole["naive_seconds"] == pytest.approx(
+        sum(naive_r[p]["seconds"] for p in WHOLE_ROUND_PHASES)
+    )
+    assert whole["speedup"] > 0
+    assert whole["target"] == {"fp32": 2.5, "bf16": 4.0}[result["precision"]]
+    assert pal_r["rescoring_vs_bare_forward"] > 0
+    assert pal_r["rescoring_bare_forward"]["images"] == pal_r["rescoring"]["images"]
+    assert f"| sub-query fine-tunes ({steps}) |" in table
+    assert f"| re-scorings of the remaining pool ({steps}) |" in table
+    assert "| **whole round** |" in table and "(target: >= 85%" in table
+
+
+def _whole_round(tmp_path, config: str, settings: tuple[str, ...], *flags: str):
+    """``python -m benchmarks --config CONFIG`` on CPU with ``--set`` ``settings``: the process,
+    its JSON result and its Markdown table."""
+    out = tmp_path / "bench"
+    argv = [sys.executable, "-m", "benchmarks", "--config", config, "--device", "cpu"]
+    argv += ["--out", str(out), "--threads", "2", *flags]
+    for setting in settings:
+        argv += ["--set", setting]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / f"{config}-cpu.json").read_text())
+    return proc, result, (out / f"{config}-cpu.md").read_text()
+
+
+def test_whole_round_benchmark_times_the_subqueries_on_both_sides(tmp_path):
+    """``--whole-round`` on the digits: the sub-query fine-tunes and re-scores of both loops."""
+    settings = ("pool_size=400", "initial_size=100", "epochs_task=1", "epochs_scoring=1")
+    settings += ("finetune_scope=all", "finetune_start=restart", "finetune_epochs=1")
+    proc, result, table = _whole_round(tmp_path, "digits", settings, "--whole-round")
+    _whole_round_checks(result, table, steps=2)  # K = 3
+    assert result["pal"]["subquery_finetune"]["start"] == "restart"
+    assert table in proc.stdout
+
+
+@pytest.mark.slow
+def test_cifar10_tv_whole_round_at_a_tiny_size(tmp_path):
+    """The ``cifar10_tv`` config (torchvision's VGG-16 / ResNet-18, the whole scoring network
+    fine-tuned before every sub-query) at a tiny size: every phase of the whole round."""
+    archive = SHARED_DATA / "cifar10-jpeg.tar.gz"
+    if not archive.is_file():
+        pytest.skip(f"{archive} is absent (only developer machines have ../shared/data)")
+    settings = ("pool_size=100", "val_size=16", "initial_size=16", "query_size=10")
+    settings += ("epochs_task=1", "epochs_scoring=1", "finetune_epochs=1")
+    proc, result, table = _whole_round(tmp_path, "cifar10_tv", settings)
+    _whole_round_checks(result, table, steps=4)  # K = 5
+    settings = result["settings"]
+    assert (settings["task_backbone"], settings["scoring_backbone"]) == ("vgg16_tv", "resnet18_tv")
+    assert result["pal"]["subquery_finetune"]["scope"] == "all"
+    # D_L: the first 16 of the experiment's unlabeled pool (100 less 16 validation images and
+    # its own initial 16), D_U: the rest
+    assert result["pal"]["n_labeled"] == 16 and result["pal"]["n_unlabeled"] == 100 - 16 - 2 * 16
+    assert table in proc.stdout
+
+
+def test_benchmark_refuses_a_round_whose_pool_is_smaller_than_the_query(tmp_path, capsys):
+    from benchmarks.__main__ import main
+
+    # 200 - 50 validation = 150; D_L and the experiment's initial pool take 60 each: 30 < 50
+    argv = ["--config", "digits", "--device", "cpu", "--out", str(tmp_path)]
+    argv += ["--set", "pool_size=200", "--set", "initial_size=60", "--set", "query_size=50"]
+    assert main(argv) == 2
+    assert "D_U would hold 30 images, fewer than the query of 50" in capsys.readouterr().err

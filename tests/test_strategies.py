@@ -14,7 +14,7 @@ from pal import scoring
 from pal.models import TaskNet, build_backbone
 from pal.pretext import PRETEXTS, PoolScores, Pretext, pretext_for, rotation, simclr
 from pal.strategies import STRATEGIES, PoolExhaustedError, QueryContext, build_strategy
-from pal.training import Normalizer
+from pal.training import Normalizer, eval_chunk
 
 
 def make_context(data, config, labeled, unlabeled, seed=0) -> QueryContext:
@@ -275,6 +275,7 @@ def test_scoring_uses_four_passes_per_image(digits, monkeypatch):
     x = digits.x_train[:16]
     net = pal.models.ScoringNet(build_backbone("cnn", 1, (8, 8)), 10)
     calls = []
+    eval_chunk(net, x, 64, passes=4)  # the chunk rule's one-image probe, before the count
     original = net.backbone.forward
     monkeypatch.setattr(net.backbone, "forward", lambda t: calls.append(len(t)) or original(t))
     scores = rotation.score_pool(net, x, Normalizer(x), batch_size=64)

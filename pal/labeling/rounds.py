@@ -337,7 +337,7 @@ def label_free_query(ctx: QueryContext, n: int):
         feats = torch.cat(
             [
                 net.backbone(ctx.normalize(c)).float()
-                for c in eval_chunks(ctx.x[pool], cfg.eval_batch_size)
+                for c in eval_chunks(net.backbone, ctx.x[pool], cfg.eval_batch_size)
             ]
         )
     positions = k_center_greedy(feats, feats.new_empty((0, feats.shape[1])), n)

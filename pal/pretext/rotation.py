@@ -133,7 +133,7 @@ def score_pool(
     ``[U, 4, d]``."""
     net.eval()
     s_s, s_c, feats = [], [], []
-    for chunk in eval_chunks(x, batch_size, passes=4):
+    for chunk in eval_chunks(net, x, batch_size, passes=4):
         b = chunk.shape[0]
         z = net.backbone(scoring.rotations(normalize(chunk)))  # [4b, d]
         rot_probs = torch.softmax(net.rotation_head(z).float(), dim=1).view(b, 4, 4)
@@ -155,7 +155,7 @@ def rotation_accuracies(
     names (NaN when none is known); eval mode, no augmentation."""
     net.eval()
     rot_hits = cls_hits = torch.zeros((), device=x.device)
-    chunks = eval_chunks(x, batch_size, passes=4)
+    chunks = eval_chunks(net, x, batch_size, passes=4)
     for chunk, labels in zip(chunks, y.split(chunks[0].shape[0] if chunks else 1), strict=True):
         b = chunk.shape[0]
         rot_logits, class_logits = net(scoring.rotations(normalize(chunk)))  # [4b, 4], [4b, K]

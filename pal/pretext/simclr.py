@@ -33,7 +33,7 @@ from pal.segnets import SegNet, build_segnet
 from pal.training import (
     Normalizer,
     augment_with_masks,
-    eval_chunks,
+    eval_chunk,
     fit,
     pixel_cross_entropy,
 )
@@ -152,8 +152,8 @@ def score_pool(
     """
     net.eval()
     s_s, s_c, embs = [], [], []
-    chunks = zip(eval_chunks(x, batch_size, 3), eval_chunks(index, batch_size, 3), strict=True)
-    for xs, idx in chunks:  # index lives on x's device, so both split alike
+    n = eval_chunk(net.segnet, x, batch_size, passes=3)
+    for xs, idx in zip(x.split(n), index.split(n), strict=True):
         b = xs.shape[0]
         images = normalize(xs)
         v1, v2 = seeded_views(images, idx, seed)

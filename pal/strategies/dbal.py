@@ -93,7 +93,7 @@ def mc_dropout_probs(
     model.eval()
     keep = 1.0 - p
     outs = []
-    for chunk in eval_chunks(x, batch_size):
+    for chunk in eval_chunks(model.backbone, x, batch_size):
         feats = model.backbone(normalize(chunk)).float()  # [B, d]
         mask = torch.rand(
             (samples, *feats.shape), generator=generator, device=generator.device

@@ -202,7 +202,8 @@ def labeled_probability(
     vae.eval()
     disc.eval()
     probs = [
-        torch.sigmoid(disc(vae.encode(normalize(c))[0]).float()) for c in eval_chunks(x, batch_size)
+        torch.sigmoid(disc(vae.encode(normalize(c))[0]).float())
+        for c in eval_chunks(vae.encoder, x, batch_size)
     ]
     return torch.cat(probs) if probs else torch.empty(0, device=x.device)
 
