@@ -805,11 +805,13 @@ def render_markdown(
 
 def _verdict_table(verdicts: list[Verdict], metric: str) -> list[str]:
     references = list(dict.fromkeys(v.reference for v in verdicts))
-    reference = f"`{references[0]}`" if len(references) == 1 else "its reference"
+    one = len(references) == 1
+    reference = f"`{references[0]}`" if one else "its reference"
     lines = [
         f"## Verdicts (against {reference}, paired by seed)",
         "",
-        f"Each run is paired with the {reference} run of the same seed (the same initial pool), "
+        f"Each run is paired with {f'the {reference} run' if one else 'its reference'} of the "
+        "same seed (the same initial pool), "
         "over the seeds and rounds both finished. AUC: the mean test "
         f"{metric} over rounds 1..R, its difference in {metric} points with a 95% paired t "
         "interval; `better`/`worse` when that interval lies wholly above/below 0. Labels saved: on "

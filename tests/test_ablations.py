@@ -16,9 +16,10 @@ from tests.test_reports import pixels_of
 STUDIES = sorted(p for p in (REPO / "ablations").glob("*.py") if not p.name.startswith("_"))
 
 
-def test_the_nine_studies_exist():
+def test_the_ten_studies_exist():
     assert {p.stem for p in STUDIES} == {
         "mnist_strategies",
+        "mnist_precision",
         "mnist_components",
         "components",
         "backbones",
@@ -53,6 +54,19 @@ def test_components_are_the_papers_three():
         "S_S+S_C": {"lambda1": 1.0, "lambda2": 0.0},
         "S_S+S_C+S_D": {"lambda1": 1.0, "lambda2": 1.0},
     }
+
+
+def test_the_precision_study_pairs_each_strategy_in_bf16_with_itself_in_fp32():
+    job = load_job(REPO / "ablations" / "mnist_precision.py")
+    strategies = {name.rsplit("-", 1)[0] for name in job.variants}
+    assert strategies == {"random", "entropy", "coreset", "dbal", "pal", "vaal"}
+    assert job.pairs == {f"{s}-bf16": f"{s}-fp32" for s in strategies}
+    for strategy in strategies:
+        bf16, fp32 = job.variants[f"{strategy}-bf16"], job.variants[f"{strategy}-fp32"]
+        assert bf16.pop("precision") == "bf16" and fp32.pop("precision") == "fp32"
+        assert bf16.pop("memory_format") == "channels_last"
+        assert fp32.pop("memory_format") == "contiguous"
+        assert bf16 == fp32  # nothing else differs
 
 
 def test_only_dbal_carries_dropout_in_the_strategy_studies():

@@ -17,21 +17,27 @@ from tests.conftest import FAST, REPO, SHARED_DATA
 
 
 @pytest.mark.parametrize("units", [False, True])
-def test_auto_on_cpu_is_bf16_only_with_bf16_units_for_a_proven_strategy(monkeypatch, units):
+def test_auto_on_cpu_is_bf16_only_with_bf16_units_once_every_strategy_held(monkeypatch, units):
     from pal import training
+    from pal.strategies import STRATEGIES
 
-    monkeypatch.setattr(training, "cpu_has_bf16", lambda: units)
-    monkeypatch.setattr(training, "CPU_BF16_STRATEGIES", frozenset({"random"}))
     cpu, fp32 = torch.device("cpu"), (None, torch.contiguous_format)
     bf16 = (torch.bfloat16, torch.channels_last)
-    proven, unproven = (pal.make_config(FAST, strategy=s) for s in ("random", "pal"))
-    assert resolve_speed(proven, cpu) == (bf16 if units else fp32)
-    assert resolve_speed(unproven, cpu) == fp32
-    assert resolve_speed(proven, cpu, kind="segmentation") == fp32
-    assert resolve_speed(proven.replace(precision="fp32"), cpu) == fp32
-    forced = unproven.replace(precision="bf16", memory_format="channels_last")
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: units)
+    every = frozenset(STRATEGIES)
+    config = pal.make_config(FAST, strategy="random")
+    monkeypatch.setattr(training, "CPU_BF16_STRATEGIES", every - {"vaal"})
+    assert not training.cpu_bf16_proven()
+    assert resolve_speed(config, cpu) == fp32  # not one precision for random, another for vaal
+    monkeypatch.setattr(training, "CPU_BF16_STRATEGIES", every)
+    assert training.cpu_bf16_proven()
+    assert resolve_speed(config, cpu) == (bf16 if units else fp32)
+    assert resolve_speed(config, cpu, kind="segmentation") == fp32
+    assert resolve_speed(config.replace(precision="fp32"), cpu) == fp32
+    monkeypatch.setattr(training, "CPU_BF16_STRATEGIES", frozenset())
+    forced = config.replace(precision="bf16", memory_format="channels_last")
     assert resolve_speed(forced, cpu) == bf16  # asked for, it is on whatever the CPU
-    assert resolve_speed(unproven.replace(precision="bf16"), cpu) == (
+    assert resolve_speed(config.replace(precision="bf16"), cpu) == (
         bf16 if units else (torch.bfloat16, torch.contiguous_format)
     )
 
