@@ -50,10 +50,12 @@ class ProgressBars:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from pal import run_tracked
+    from pal.distributed import connect
     from pal.loop import Experiment
 
     overrides = dict(parse_override(item) for item in args.set)
     config = make_config(args.config, **overrides)
+    connect(args.address)  # a pool of distributed_min_pool images or more is scored there
     experiment = Experiment(config)  # validates everything before a bar is drawn
     if args.no_tracking:
         uri = None
@@ -74,6 +76,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"pal run: dataset={config.dataset} strategy={config.strategy} seed={config.seed} "
         f"device={experiment.device}"
     )
+    print(f"images: {experiment.placement.describe()}")
     if result.run_id:
         print(f"MLflow run {result.run_id} (experiment 'pal') in {uri}")
     print(result.table())
@@ -146,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key (repeatable), e.g. --set lambda2=0 --set seed=3",
     )
     run.add_argument("--output", help="write the result as JSON to this path")
+    run.add_argument(
+        "--address",
+        help="Ray cluster whose actors score a pool of distributed_min_pool images or more "
+        "(default: $RAY_ADDRESS; none: this process scores it)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument(
         "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or mlflow/mlflow.db)"

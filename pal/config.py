@@ -41,6 +41,14 @@ class Config:
     underfits (``null``: 0.99 for classification, off for segmentation). ``randaugment_ops`` /
     ``randaugment_magnitude`` add RandAugment to the task network's augmentation and ``swa``
     averages its weights from ``swa_start`` of the epochs on.
+
+    Large pools: images whose bytes exceed ``device_budget_gb`` (null: a quarter of a GPU's
+    memory, half of the host's on a CPU; 0: always) stay in host memory and are streamed to the
+    device a batch at a time, with the same results (:mod:`pal.placement`). With a Ray cluster
+    connected, an unlabeled pool of at least ``distributed_min_pool`` images (null: never) is
+    scored by ``distributed_workers`` Ray Data actors (null: one per free GPU, or per free CPU on
+    a CPU cluster; :mod:`pal.distributed`). ``candidate_pool`` (null: off) scores only a seeded
+    random subset of that many unlabeled images per query (baal's ``max_sample``).
     """
 
     # data
@@ -76,6 +84,11 @@ class Config:
     eval_batch_size: int = 512
     dropout: float = 0.0
     device: str = "auto"
+    # large pools: where the images live, Ray Data scoring, a candidate pre-filter
+    device_budget_gb: float | None = None
+    distributed_min_pool: int | None = 100_000
+    distributed_workers: int | None = None
+    candidate_pool: int | None = None
     # fitting: checkpoint selection on validation, the fit check, regularisation (task network)
     model_selection: str = "best_val"
     val_checks: int = 10
@@ -300,6 +313,18 @@ def _check_ranges(c: Config) -> None:
     need(c.weight_decay >= 0.0, "weight_decay", ">= 0")
     need(c.batch_size >= 2, "batch_size", ">= 2")
     need(c.eval_batch_size >= 1, "eval_batch_size", ">= 1")
+    need(c.device_budget_gb is None or c.device_budget_gb >= 0, "device_budget_gb", ">= 0 or null")
+    need(
+        c.distributed_min_pool is None or c.distributed_min_pool >= 0,
+        "distributed_min_pool",
+        ">= 0 or null",
+    )
+    need(
+        c.distributed_workers is None or c.distributed_workers >= 1,
+        "distributed_workers",
+        ">= 1 or null",
+    )
+    need(c.candidate_pool is None or c.candidate_pool >= 1, "candidate_pool", ">= 1 or null")
     need(0.0 <= c.dropout < 1.0, "dropout", "in [0, 1)")
     need(c.val_checks >= 1, "val_checks", ">= 1")
     need(

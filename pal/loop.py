@@ -23,7 +23,8 @@ from torch import nn
 
 from pal.config import Config, ConfigError
 from pal.data import DataError, ImageData, load_dataset
-from pal.pool import PendingQuery, Pool, PoolPlan, draw_pool
+from pal.placement import place
+from pal.pool import PendingQuery, Pool, PoolPlan, draw_candidates, draw_pool
 from pal.results import ExperimentResult, RoundRecord
 from pal.rng import derive_seed
 from pal.strategies import STRATEGIES, QueryContext, build_strategy, list_strategies
@@ -95,6 +96,8 @@ class Experiment:
         pool: the :class:`pal.pool.Pool`: ``D_L``, ``D_U``, the validation set, the pending query.
         task: the :class:`pal.tasks.Task` (labels, task network, metric).
         runtime: the device, precision and memory format (:class:`pal.training.Runtime`).
+        placement: where the images live (:class:`pal.placement.Placement`: resident on the
+            device, or streamed from the host above ``device_budget_gb``).
 
     Args:
         config: a validated :class:`Config`.
@@ -121,10 +124,12 @@ class Experiment:
         self.round = -1  # the last finished round
         self.val_history: list[float] = []  # the validation metric of every finished round
 
-        # moved to the device once; every batch is gathered there by index
+        # moved to the device once (or, above the device budget, streamed from the host); every
+        # batch is gathered by index
         device = self.device
-        self.x_train = self.data.x_train.to(device)
-        self.x_test = self.data.x_test.to(device)
+        self.placement, (self.x_train, self.x_test) = place(
+            config, device, self.data.x_train, self.data.x_test, pool_size=self.pool.n_budget
+        )
         self.task.to(device, self.pool.labeled, self.missing_class_ids)
         self.normalize = Normalizer(
             self.data.x_train[self.pool.indices], self.runtime.memory_format
@@ -255,12 +260,14 @@ class Experiment:
 
     def _query(self, next_round: int) -> PendingQuery:
         start = time.perf_counter()
+        cfg = self.config
+        unlabeled = draw_candidates(self.pool.unlabeled, cfg.candidate_pool, cfg.seed, next_round)
         ctx = QueryContext(
-            config=self.config,
+            config=cfg,
             x=self.x_train,
             labels=self.task.labels,
             labeled=torch.as_tensor(self.pool.labeled, device=self.device),
-            unlabeled=torch.as_tensor(self.pool.unlabeled, device=self.device),
+            unlabeled=torch.as_tensor(unlabeled, device=self.device),
             val=torch.as_tensor(self.pool.val, device=self.device),
             num_classes=self.num_classes,
             task_model=self.task_model,

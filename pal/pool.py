@@ -223,6 +223,11 @@ def draw_pool(
             f"{query_size} = {need} is more than the pool of {budget}; lower rounds, "
             "query_size/query_fraction or initial_size/initial_fraction"
         )
+    if cfg.candidate_pool is not None and cfg.candidate_pool < query_size:
+        raise ConfigError(
+            f"candidate_pool: must be >= the query size ({query_size}) or null, "
+            f"got {cfg.candidate_pool}"
+        )
     eligible = eligible_initial(rest)
     if len(eligible) < initial_size:
         raise ConfigError(
@@ -231,3 +236,13 @@ def draw_pool(
         )
     initial = rng.choice(eligible, initial_size, replace=False)
     return PoolPlan(Pool(indices, np.sort(val), initial, oracle_labels), initial_size, query_size)
+
+
+def draw_candidates(unlabeled: np.ndarray, size: int | None, seed: int, r: int) -> np.ndarray:
+    """The unlabeled images query ``r`` scores: all of ``unlabeled`` (sorted dataset indices)
+    when ``size`` (``candidate_pool``) is null or not smaller, else a sorted random subset of
+    ``size`` of them drawn from ``(seed, "candidates", r)`` (baal's ``max_sample``: for pools
+    too big to score whole every round)."""
+    if size is None or size >= len(unlabeled):
+        return unlabeled
+    return np.sort(numpy_rng(seed, "candidates", r).choice(unlabeled, size, replace=False))

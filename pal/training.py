@@ -1,8 +1,10 @@
-"""Training and inference on device-resident tensors: one fitting loop for every network.
+"""Training and inference on uint8 image tensors: one fitting loop for every network.
 
-Images stay ``uint8 [N, C, H, W]`` on the device; each step gathers a batch by index, augments it
-on the device (random crop with padding, horizontal flip), normalises it and runs the model. No
-DataLoader, no per-sample Python, no host synchronisation inside an epoch.
+Images stay ``uint8 [N, C, H, W]`` on the device (or, for pools above the device budget, on the
+host, :mod:`pal.placement`); each step gathers a batch by index (:func:`pal.placement.take`),
+augments it on the device (random crop with padding, horizontal flip), normalises it and runs the
+model. No DataLoader, no per-sample Python, no host synchronisation inside an epoch of a resident
+pool.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import os
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from torch import nn
 from torch.optim import swa_utils
 
 from pal.config import ConfigError
+from pal.distributed import ChunkFn
+from pal.placement import Images, take
 from pal.randaugment import rand_augment
 from pal.rng import global_rng_from
 from pal.segmentation import IGNORE
@@ -499,7 +503,7 @@ def train_classifier(
     ops, magnitude = randaugment
 
     def loss_fn(pos: torch.Tensor) -> torch.Tensor:
-        images = augment(x[pos], augment_mode, generator)
+        images = augment(take(x, pos), augment_mode, generator)
         if ops:
             images = rand_augment(images, ops, magnitude, generator)
         return F.cross_entropy(forward(normalize(images)), y[pos])
@@ -526,7 +530,7 @@ def train_segmenter(
     forward = spec.forward(model)
 
     def loss_fn(pos: torch.Tensor) -> torch.Tensor:
-        images, targets = augment_with_masks(x[pos], masks[pos], augment_mode, generator)
+        images, targets = augment_with_masks(take(x, pos), masks[pos], augment_mode, generator)
         return pixel_cross_entropy(forward(normalize(images)), targets)
 
     return fit(
@@ -546,7 +550,7 @@ def predict_logits(
     model: nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int
 ) -> torch.Tensor:
     """Eval-mode logits ``[N, K]`` of ``x uint8 [N, C, H, W]``, in batches, no augmentation."""
-    return _in_batches(model, model, x, normalize, batch_size)
+    return _in_batches(_logits, model, x, normalize, batch_size)
 
 
 def predict_features(
@@ -554,7 +558,7 @@ def predict_features(
 ) -> torch.Tensor:
     """Eval-mode penultimate features ``[N, d]`` (``model.features``) of ``x uint8 [N, C, H, W]``,
     in batches, no augmentation."""
-    return _in_batches(model.features, model, x, normalize, batch_size)
+    return _in_batches(_features, model, x, normalize, batch_size)
 
 
 CACHE_SHARE = 0.5
@@ -692,11 +696,42 @@ def eval_chunk(model: nn.Module, x: torch.Tensor, batch_size: int, passes: int =
 
 
 def eval_chunks(
-    model: nn.Module, x: torch.Tensor, batch_size: int, passes: int = 1
-) -> tuple[torch.Tensor, ...]:
+    model: nn.Module, x: Images, batch_size: int, passes: int = 1
+) -> Iterable[torch.Tensor]:
     """``x [N, ...]`` split into chunks of :func:`eval_chunk` samples for inference of
-    ``model`` (``passes`` forward images per sample)."""
+    ``model`` (``passes`` forward images per sample), each on ``x``'s device (gathered from the
+    host one at a time when ``x`` is streamed)."""
     return x.split(eval_chunk(model, x, batch_size, passes))
+
+
+def map_chunks(
+    fn: ChunkFn,
+    model: nn.Module,
+    x: Images,
+    normalize: Normalizer,
+    batch_size: int,
+    passes: int = 1,
+) -> tuple[torch.Tensor, ...]:
+    """``fn(model, normalize(chunk))`` over the :func:`eval_chunks` of ``x``, each output
+    concatenated over the chunks (``()`` for an empty ``x``); ``model`` in the caller's mode.
+
+    A streamed pool of at least ``distributed_min_pool`` images with a Ray cluster connected
+    runs on Ray Data actors (:func:`pal.distributed.ray_map_chunks`): the same chunks through
+    the same ``fn``, hence the same numbers.
+    """
+    if not len(x):
+        return ()
+    dist = getattr(x, "distributed", None)
+    if dist is not None and len(x) >= dist.min_pool:
+        from pal.distributed import ray_connected, ray_map_chunks
+
+        if ray_connected():
+            chunk = eval_chunk(model, x, batch_size, passes)
+            outs = ray_map_chunks(fn, model, x, normalize, chunk, x.device)
+            if outs is not None:
+                return outs
+    parts = [fn(model, normalize(chunk)) for chunk in eval_chunks(model, x, batch_size, passes)]
+    return tuple(torch.cat(p) for p in zip(*parts, strict=True))
 
 
 @torch.inference_mode()
@@ -715,11 +750,19 @@ def predict_reduced(
     return torch.cat(outs) if outs else torch.empty(0)
 
 
+def _logits(model: nn.Module, chunk: torch.Tensor) -> tuple[torch.Tensor]:
+    return (model(chunk).float(),)  # fp32 out of autocast
+
+
+def _features(model: nn.Module, chunk: torch.Tensor) -> tuple[torch.Tensor]:
+    return (model.features(chunk).float(),)
+
+
 @torch.inference_mode()
-def _in_batches(fn, model: nn.Module, x, normalize: Normalizer, batch_size: int) -> torch.Tensor:
+def _in_batches(fn: ChunkFn, model: nn.Module, x, normalize: Normalizer, bs: int) -> torch.Tensor:
     model.eval()
-    outs = [fn(normalize(chunk)).float() for chunk in eval_chunks(model, x, batch_size)]  # fp32
-    return torch.cat(outs) if outs else torch.empty(0)
+    outs = map_chunks(fn, model, x, normalize, bs)
+    return outs[0] if outs else torch.empty(0)
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:

@@ -223,6 +223,29 @@ def start_label_studio(
 
 
 @contextlib.contextmanager
+def local_cluster(*workers: dict) -> Iterator:
+    """A Ray cluster in this machine's processes: a head with no CPUs (nothing runs there) and
+    one worker node per ``workers`` entry (``ray.cluster_utils.Cluster.add_node`` arguments);
+    yields ``(cluster, worker nodes)``. The driver is not connected to it."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+    )
+    nodes = [cluster.add_node(**args) for args in workers]
+    cluster.wait_for_nodes()
+    try:
+        yield cluster, nodes
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@contextlib.contextmanager
 def start_ray_head(env: dict, num_cpus: int = 1, resources: str = "{}") -> Iterator[str]:
     """A Ray head started by ``ray start --head`` with ``env`` (e.g. token authentication), in
     a short temporary folder of its own; yields its address. On exit every process of that

@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 import pal
 from tests.conftest import REPO, child_runs
-from tests.servers import start_ray_head
+from tests.servers import local_cluster, start_ray_head
 
 CLUSTER_FILES = [REPO / "cluster.yaml", REPO / "cluster.local.yaml"]
 
@@ -131,20 +131,8 @@ def get_job():
 def cluster():
     """A head with no CPUs and two workers with one CPU and one ``pal_worker`` each."""
     pytest.importorskip("ray")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
-    )
-    workers = [cluster.add_node(num_cpus=1, resources={"pal_worker": 1}) for _ in range(2)]
-    cluster.wait_for_nodes()
-    yield cluster, workers
-    ray.shutdown()
-    cluster.shutdown()
+    with local_cluster(*[{"num_cpus": 1, "resources": {"pal_worker": 1}}] * 2) as made:
+        yield made
 
 
 def history(client, run_id: str, key: str) -> list[tuple[int, float, int]]:

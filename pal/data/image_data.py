@@ -36,6 +36,25 @@ class UnknownDatasetError(DataError, UnknownNameError):
     """An unknown dataset name; also a ``KeyError`` like other unknown registry names."""
 
 
+def row_major(x: torch.Tensor) -> torch.Tensor:
+    """``x`` contiguous with the row-major strides of its shape, a size-1 dimension's included.
+
+    A grey ``[N, 1, H, W]`` array transposed from NumPy's ``[N, H, W, 1]`` is contiguous with
+    strides ``(HW, 1, W, 1)``: convolutions read that as channels-last and take another kernel
+    than for the same images laid out ``(HW, HW, W, 1)``, which changes the last bits of the
+    features. One layout for every loader keeps them the same wherever the images are rebuilt
+    (a Ray Data actor rebuilds them row-major).
+    """
+    x = x.contiguous()
+    strides, step = [], 1
+    for size in reversed(x.shape):
+        strides.append(step)
+        step *= size
+    if x.stride() == tuple(reversed(strides)):
+        return x
+    return x.clone(memory_format=torch.contiguous_format)
+
+
 @dataclasses.dataclass(repr=False)
 class ImageData:
     """An image dataset as uint8 CPU tensors (the loop moves them to the device once): labels per
@@ -43,7 +62,7 @@ class ImageData:
 
     Attributes:
         name: the dataset name as given to :func:`load_dataset`.
-        x_train: uint8 ``[N, C, H, W]``, contiguous.
+        x_train: uint8 ``[N, C, H, W]``, contiguous, row-major (:func:`row_major`).
         y_train: int64 ``[N]``, values in ``[0, num_classes)`` or :data:`UNKNOWN_LABEL` (not
             labeled yet); ``None`` for segmentation.
         x_test: uint8 ``[M, C, H, W]``, contiguous, same ``C, H, W`` as ``x_train`` (``M`` may
@@ -92,7 +111,7 @@ class ImageData:
                     f"dataset: {self.name}: x_{split} must be uint8 [N, C, H, W], "
                     f"got {x.dtype} {tuple(x.shape)}"
                 )
-            setattr(self, f"x_{split}", x.contiguous())
+            setattr(self, f"x_{split}", row_major(x))
             if self.task == "segmentation":
                 self._check_masks(split, x)
             else:

@@ -87,10 +87,12 @@ def _cmd_init(args) -> int:
 
 def _cmd_next(args) -> int:
     from pal.cli import ProgressBars
+    from pal.distributed import connect
     from pal.labeling import studio
     from pal.labeling.rounds import next_batch
 
     project = _open(args)
+    connect(args.address)  # a pool of distributed_min_pool images or more is scored there
     with project.lock():
         if not args.no_tracking:
             log_pending_rounds(project, args.tracking_uri)
@@ -113,6 +115,7 @@ def _cmd_next(args) -> int:
             f"{' (no label yet)' if info['label_free'] else ''} from {info['n_offerable']}, "
             f"trained on {info['n_labeled']} labels in {info['seconds']['total']:.1f} s"
         )
+        print(f"images: {info['placement']}")
         if "val_accuracy" in info:
             print(f"validation accuracy {info['val_accuracy']:.4f}")
         print(f"wrote {folder / 'batch.csv'} and {folder / 'tasks.json'}")
@@ -251,6 +254,11 @@ def add_label_parser(sub) -> None:
         "folder); tasks.json gives each image's URL under it",
     )
     nxt.add_argument("--url-prefix", default="/data/local-files/?d=", help="image URL prefix")
+    nxt.add_argument(
+        "--address",
+        help="Ray cluster whose actors score a pool of distributed_min_pool images or more "
+        "(default: $RAY_ADDRESS; none: this process scores it)",
+    )
     nxt.add_argument("--tracking-uri", help="MLflow store (default as for pal run)")
     nxt.add_argument("--no-tracking", action="store_true", help="log no MLflow run")
     nxt.add_argument("--quiet", action="store_true", help="no progress bars")

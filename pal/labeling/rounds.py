@@ -31,8 +31,11 @@ import torch
 
 from pal.config import Config
 from pal.data import UNKNOWN_LABEL, ImageData, load_dataset
+from pal.distributed import last_ray_run
 from pal.labeling import studio
 from pal.labeling.project import Project, ProjectError, csv_text
+from pal.placement import place
+from pal.pool import draw_candidates
 from pal.rng import derive_seed, numpy_rng
 from pal.scoring import k_center_greedy
 from pal.strategies import STRATEGIES, QueryContext, build_strategy
@@ -41,7 +44,6 @@ from pal.training import (
     Normalizer,
     ProgressFn,
     Runtime,
-    eval_chunks,
     predict_logits,
     warn_underfit,
 )
@@ -199,7 +201,9 @@ def next_batch(
     device = runtime.device
     task = build_task(cfg, state.data)
     task.to(device, state.labeled, np.empty(0, dtype=np.int64))
-    x = state.data.x_train.to(device)
+    placement, (x, x_test) = place(
+        cfg, device, state.data.x_train, state.data.x_test, pool_size=len(state.offerable)
+    )
     normalize = Normalizer(state.data.x_train[state.pool], runtime.memory_format).to(device)
     augment_mode = state.data.default_augment if cfg.augment == "auto" else cfg.augment
     info: dict[str, Any] = {
@@ -209,9 +213,11 @@ def next_batch(
         "n": n,
         "n_labeled": int(len(state.labeled)),
         "n_offerable": int(len(state.offerable)),
+        "placement": placement.describe(),
         "labeled_class_counts": _counts(state.data.y_train[state.labeled], project.classes),
     }
     model = None
+    ray_before = last_ray_run()
     with runtime.autocast():
         if not label_free:
             t = time.perf_counter()
@@ -225,16 +231,17 @@ def next_batch(
             info["task_epoch"] = fitted.chosen_epoch
             if len(state.data.x_test):
                 info["test_accuracy"] = task.evaluate(
-                    model, x, np.empty(0, np.int64), state.data.x_test.to(device), normalize
+                    model, x, np.empty(0, np.int64), x_test, normalize
                 )[1]
             timings["evaluate"] = time.perf_counter() - t
         t = time.perf_counter()
+        candidates = draw_candidates(state.offerable, cfg.candidate_pool, cfg.seed, r)
         ctx = QueryContext(
             config=cfg,
             x=x,
             labels=task.labels,
             labeled=torch.as_tensor(state.labeled, device=device),
-            unlabeled=torch.as_tensor(state.offerable, device=device),
+            unlabeled=torch.as_tensor(candidates, device=device),
             val=torch.as_tensor(state.val, device=device),
             num_classes=len(project.classes),
             task_model=model,
@@ -253,10 +260,13 @@ def next_batch(
                 predict_logits(model, x[ctx.unlabeled], normalize, cfg.eval_batch_size).float(), 1
             )
             confidence, label = probs.max(1)
-            info["mean_confidence"] = float(confidence.mean())  # over the whole offerable pool
+            info["mean_confidence"] = float(confidence.mean())  # over the images the query scored
             where = torch.searchsorted(ctx.unlabeled, query.indices)  # offerable is sorted
             predicted, probability = label[where].cpu().numpy(), confidence[where].cpu().numpy()
             timings["predict"] = time.perf_counter() - t
+    ray_run = last_ray_run()
+    if ray_run is not None and ray_run is not ray_before:
+        info["ray_scoring"] = dataclasses.asdict(ray_run)
     info["query_metrics"] = {k: float(v) for k, v in query.metrics.items()}
     fits = [("train_accuracy", info.get("train_accuracy", math.nan))]
     fits += [(k, info["query_metrics"].get(k, math.nan)) for k in query.fit_keys]
@@ -332,14 +342,7 @@ def label_free_query(ctx: QueryContext, n: int):
     pretext = pretext_for("classification")
     net = pretext.build(rotation_ctx)
     pretext.train(net, rotation_ctx)
-    net.eval()
-    with torch.inference_mode():
-        feats = torch.cat(
-            [
-                net.backbone(ctx.normalize(c)).float()
-                for c in eval_chunks(net.backbone, ctx.x[pool], cfg.eval_batch_size)
-            ]
-        )
+    feats = predict_logits(net.backbone, ctx.x[pool], ctx.normalize, cfg.eval_batch_size)
     positions = k_center_greedy(feats, feats.new_empty((0, feats.shape[1])), n)
     return Query(pool[positions.to(pool.device)], {"label_free": 1.0})
 

@@ -18,6 +18,7 @@ The scoring network is a :class:`pal.models.ScoringNet`: one backbone, a rotatio
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -28,8 +29,9 @@ from torch import nn
 from pal import scoring
 from pal.config import ConfigError
 from pal.models import ScoringNet, build_backbone
+from pal.placement import Images, take
 from pal.pretext.base import DiversityFn, Finetuner, LossFn, PoolScores, Pretext, register_pretext
-from pal.training import Normalizer, augment, eval_chunks, fit
+from pal.training import Normalizer, augment, eval_chunk, eval_chunks, fit, map_chunks
 
 if TYPE_CHECKING:
     from pal.strategies.base import QueryContext
@@ -73,7 +75,7 @@ class RotationPretext(Pretext):
 
         def loss(pos: torch.Tensor) -> torch.Tensor:
             b = pos.numel()
-            rotated = scoring.rotations(normalize(augment(x[pos], augment_mode, generator)))
+            rotated = scoring.rotations(normalize(augment(take(x, pos), augment_mode, generator)))
             rot_logits, class_logits = forward(rotated)  # [4B, 4], [4B, K]
             rot_loss = F.cross_entropy(rot_logits, scoring.rotation_labels(b, x.device))
             upright, labels = class_logits.view(b, 4, -1)[:, 0], y[pos]
@@ -119,30 +121,39 @@ class RotationPretext(Pretext):
         return RotationFinetuner(net, scores.features, ctx)
 
 
+def rotation_chunk(
+    net: ScoringNet, chunk: torch.Tensor, keep_features: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """``(S_S [b], S_C [b])`` (Eq. 1, 3), and with ``keep_features`` the body's features
+    ``float32 [b, 4, d]``, of a normalised chunk ``[b, C, H, W]``: one batched pass of its four
+    rotations, the class head reading the 0-degree pass."""
+    b = chunk.shape[0]
+    z = net.backbone(scoring.rotations(chunk))  # [4b, d]
+    rot_probs = torch.softmax(net.rotation_head(z).float(), dim=1).view(b, 4, 4)
+    class_logp = F.log_softmax(net.class_head(z.view(b, 4, -1)[:, 0]).float(), dim=1)
+    out = (scoring.rotation_score(rot_probs), scoring.kl_uniform_score(class_logp))
+    return (*out, z.view(b, 4, -1).float()) if keep_features else out
+
+
 @torch.inference_mode()
 def score_pool(
     net: ScoringNet,
-    x: torch.Tensor,
+    x: Images,
     normalize: Normalizer,
     batch_size: int,
     keep_features: bool = False,
 ) -> PoolScores:
     """``S_S`` (Eq. 1) and ``S_C`` (Eq. 3) ``[U]`` of ``x uint8 [U, C, H, W]`` with four forward
-    passes per image (one batched pass of the four rotations; the class head reads the 0-degree
-    pass); no augmentation, eval mode. ``keep_features``: also the body's features
-    ``[U, 4, d]``."""
+    passes per image (:func:`rotation_chunk`); no augmentation, eval mode. ``keep_features``:
+    also the body's features ``float32 [U, 4, d]``. A streamed pool may be scored by Ray Data
+    (:func:`pal.training.map_chunks`)."""
     net.eval()
-    s_s, s_c, feats = [], [], []
-    for chunk in eval_chunks(net, x, batch_size, passes=4):
-        b = chunk.shape[0]
-        z = net.backbone(scoring.rotations(normalize(chunk)))  # [4b, d]
-        rot_probs = torch.softmax(net.rotation_head(z).float(), dim=1).view(b, 4, 4)
-        class_logp = F.log_softmax(net.class_head(z.view(b, 4, -1)[:, 0]).float(), dim=1)
-        s_s.append(scoring.rotation_score(rot_probs))
-        s_c.append(scoring.kl_uniform_score(class_logp))
-        if keep_features:
-            feats.append(z.view(b, 4, -1))
-    return PoolScores(torch.cat(s_s), torch.cat(s_c), torch.cat(feats) if keep_features else None)
+    if not len(x):
+        empty = torch.empty(0, device=x.device)
+        return PoolScores(empty, empty, empty.view(0, 4, 0) if keep_features else None)
+    fn = functools.partial(rotation_chunk, keep_features=keep_features)
+    outs = map_chunks(fn, net, x, normalize, batch_size, passes=4)
+    return PoolScores(outs[0], outs[1], outs[2] if keep_features else None)
 
 
 @torch.inference_mode()
@@ -156,7 +167,7 @@ def rotation_accuracies(
     net.eval()
     rot_hits = cls_hits = torch.zeros((), device=x.device)
     chunks = eval_chunks(net, x, batch_size, passes=4)
-    for chunk, labels in zip(chunks, y.split(chunks[0].shape[0] if chunks else 1), strict=True):
+    for chunk, labels in zip(chunks, y.split(eval_chunk(net, x, batch_size, 4)), strict=True):
         b = chunk.shape[0]
         rot_logits, class_logits = net(scoring.rotations(normalize(chunk)))  # [4b, 4], [4b, K]
         rot_hits = rot_hits + (rot_logits.argmax(1) == scoring.rotation_labels(b, x.device)).sum()
@@ -208,7 +219,7 @@ class RotationFinetuner(Finetuner):
         params = [p for name, p in net.named_parameters() if not name.startswith("class_head")]
 
         def net_loss(pos: torch.Tensor) -> torch.Tensor:
-            rot_logits, _ = net(scoring.rotations(self.ctx.normalize(x[pos])))
+            rot_logits, _ = net(scoring.rotations(self.ctx.normalize(take(x, pos))))
             return F.cross_entropy(rot_logits, scoring.rotation_labels(pos.numel(), x.device))
 
         fit(net, x.shape[0], net_loss, self.spec, gen, params=params, phase="finetune")

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pal.placement import take
 from pal.pretext.base import DiversityFn, Finetuner, LossFn, PoolScores, Pretext, register_pretext
 from pal.rng import derive_seed
 from pal.segmentation import nt_xent, pixel_kl_uniform_score, seeded_views, simclr_score
@@ -105,8 +106,9 @@ class SimCLRPretext(Pretext):
         steps = itertools.count()
 
         def loss(pos: torch.Tensor) -> torch.Tensor:
-            images, targets = augment_with_masks(x[pos], masks[pos], augment_mode, generator)
-            v1, v2 = seeded_views(normalize(x[pos]), pos + len(x) * next(steps), view_seed)
+            batch = take(x, pos)
+            images, targets = augment_with_masks(batch, masks[pos], augment_mode, generator)
+            v1, v2 = seeded_views(normalize(batch), pos + len(x) * next(steps), view_seed)
             logits, z = forward(normalize(images), torch.cat([v1, v2]))
             b = pos.numel()
             return pixel_cross_entropy(logits, targets) + nt_xent(z[:b], z[b:], temperature)
@@ -213,7 +215,8 @@ class ContrastiveFinetuner(Finetuner):
         params = [p for name, p in net.named_parameters() if not name.startswith("segnet.head")]
 
         def net_loss(pos: torch.Tensor) -> torch.Tensor:
-            v1, v2 = seeded_views(ctx.normalize(x[pos]), index[pos], self.view_seed + self.step)
+            seed = self.view_seed + self.step
+            v1, v2 = seeded_views(ctx.normalize(take(x, pos)), index[pos], seed)
             _, pooled = net.encode(torch.cat([v1, v2]))
             z = net.projection(pooled)
             return nt_xent(z[: pos.numel()], z[pos.numel() :], temperature)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pal import scoring
+from pal.placement import take
 from pal.rng import seeded_init
 from pal.strategies.base import Query, QueryContext, Strategy, register_strategy
 from pal.training import (
@@ -160,7 +161,7 @@ def train_vaal(
         total = torch.zeros((), device=device)
         for i, unl in enumerate(unl_batches):
             lab = stream[i * lab_size : (i + 1) * lab_size] if n_lab else unl[:0]
-            images = torch.cat([x_labeled[lab], x_unlabeled[unl]])
+            images = torch.cat([take(x_labeled, lab), take(x_unlabeled, unl)])
             inputs = normalize(augment(images, augment_mode, generator))  # [b_l + b_u, C, H, W]
             is_labeled = torch.cat(
                 [torch.ones(lab.numel(), device=device), torch.zeros(unl.numel(), device=device)]
