@@ -6,6 +6,7 @@
     python -m benchmarks --config digits       # scikit-learn's digits: seconds, no files needed
     python -m benchmarks --config digit_scenes # segmentation (SimCLR scoring), no files needed
     python -m benchmarks --tune                # also Ray Tune's overhead and GPU packing
+    python -m benchmarks --growth              # pools of 10k-200k: memory, scoring, Ray Data
 
 Writes ``<out>/<config>-<device>.json`` and ``.md`` (default ``benchmarks/results``), with the
 machine it ran on.
@@ -350,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(sorted(WHOLE_ROUND))
         + ")",
     )
+    parser.add_argument(
+        "--growth",
+        action="store_true",
+        help="instead: how memory and scoring time grow with the pool (benchmarks.growth)",
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument(
@@ -360,6 +366,14 @@ def main(argv: list[str] | None = None) -> int:
         help="override a config key, e.g. --set precision=fp32",
     )
     args = parser.parse_args(argv)
+    if args.growth:
+        from benchmarks.growth import markdown as growth_markdown
+        from benchmarks.growth import run_growth
+
+        device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+        device = "cpu" if device == "auto" else device
+        print(growth_markdown(run_growth(Path(args.out), device)))
+        return 0
     base = CONFIGS[args.config]
     path = base["dataset"].split(":", 1)[-1]
     if ":" in base["dataset"] and not Path(path).exists():

@@ -74,7 +74,8 @@ def run_tracked(
 
     uri = resolve_tracking_uri(tracking_uri)
     check_tracking_store(uri)
-    with MLflowTracker(experiment.config, uri, experiment_name) as tracker:
+    tags = {"pal.placement": experiment.placement.describe()}
+    with MLflowTracker(experiment.config, uri, experiment_name, tags=tags) as tracker:
         result = experiment.run((tracker, *callbacks))  # logged before the caller's callbacks
     result.run_id = tracker.run_id
     return result

@@ -94,11 +94,14 @@ class HostImages:
     def __getitem__(self, key: Any) -> HostImages:
         """The view of ``key``'s rows (positions ``int [K]``, a mask ``bool [N]`` or a slice)."""
         rows = self._rows(key)
+        if isinstance(rows, slice):
+            rows = torch.arange(len(self.source))[rows]
         return HostImages(self.source, self.device, rows, self.distributed)
 
     # ------------------------------------------------------------------ batches
     def host(self, key: Any = None) -> torch.Tensor:
-        """The rows of ``key`` (all when ``None``) as a host tensor ``uint8 [K, C, H, W]``."""
+        """The rows of ``key`` (all when ``None``) as a host tensor ``uint8 [K, C, H, W]`` (a
+        view of the source for a slice of an unindexed pool, else a gathered copy)."""
         rows = self._rows(key) if key is not None else self.index
         if rows is None:
             return self.source
@@ -121,15 +124,15 @@ class HostImages:
         if pending is not None:
             yield pending
 
-    def _rows(self, key: Any) -> torch.Tensor:
-        n = len(self)
+    def _rows(self, key: Any) -> torch.Tensor | slice:
+        """Rows of the source for ``key``: positions ``int64 [K]``, or the slice itself when
+        this view is the whole source (the host tensor is then sliced, not copied)."""
         if isinstance(key, slice):
-            pos = torch.arange(n)[key]
-        else:
-            pos = torch.as_tensor(np.asarray(key.cpu() if torch.is_tensor(key) else key))
-            if pos.dtype == torch.bool:
-                pos = pos.nonzero().flatten()
-            pos = pos.long().reshape(-1)
+            return key if self.index is None else self.index[key]
+        pos = torch.as_tensor(np.asarray(key.cpu() if torch.is_tensor(key) else key))
+        if pos.dtype == torch.bool:
+            pos = pos.nonzero().flatten()
+        pos = pos.long().reshape(-1)
         return pos if self.index is None else self.index[pos]
 
 

@@ -93,6 +93,7 @@ def trainable(params: dict[str, Any]) -> None:
         "ray.node": socket.gethostname(),
         "ray.node_ip": _node_ip(),
         "pal.sweep": sweep["name"],
+        "pal.placement": experiment.placement.describe(),
     }
     if variant is not None:
         tags["pal.variant"] = variant

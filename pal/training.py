@@ -730,8 +730,19 @@ def map_chunks(
             outs = ray_map_chunks(fn, model, x, normalize, chunk, x.device)
             if outs is not None:
                 return outs
-    parts = [fn(model, normalize(chunk)) for chunk in eval_chunks(model, x, batch_size, passes)]
-    return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+    # outputs written into tensors allocated once: per-chunk outputs kept until a final cat sit
+    # between the chunks' freed activations and fragment the heap (a 50k pool's scoring pass
+    # held 4 GB more at its end)
+    outs: tuple[torch.Tensor, ...] = ()
+    start = 0
+    for chunk in eval_chunks(model, x, batch_size, passes):
+        parts = fn(model, normalize(chunk))
+        if not outs:
+            outs = tuple(p.new_empty((len(x), *p.shape[1:])) for p in parts)
+        for out, part in zip(outs, parts, strict=True):
+            out[start : start + len(part)] = part
+        start += len(chunk)
+    return outs
 
 
 @torch.inference_mode()

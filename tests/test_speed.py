@@ -259,3 +259,45 @@ def test_benchmark_refuses_a_round_whose_pool_is_smaller_than_the_query(tmp_path
     argv += ["--set", "pool_size=200", "--set", "initial_size=60", "--set", "query_size=50"]
     assert main(argv) == 2
     assert "D_U would hold 30 images, fewer than the query of 50" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_growth_benchmark_measures_every_placement_and_a_streamed_round(tmp_path):
+    from benchmarks.growth import run_growth
+
+    out = tmp_path / "growth"
+    result = run_growth(
+        out, "cpu", cases=[(300, 8, ["resident", "streamed", "ray-2"])], round_sizes=(400, 900),
+        round_side=8,
+    )  # fmt: skip
+    modes = {r["mode"]: r for r in result["scoring"]}
+    assert set(modes) == {"resident", "streamed", "ray-2"}
+    assert modes["resident"]["placement"] == "resident"
+    assert modes["streamed"]["placement"] == modes["ray-2"]["placement"] == "streamed"
+    for r in result["scoring"]:
+        assert r["images_per_s"] > 0 and r["peak_rss_mib"] >= r["baseline_rss_mib"] > 0
+    small_resident, small_streamed, large = result["rounds"]
+    assert (small_resident["placement"], small_streamed["placement"]) == ("resident", "streamed")
+    assert large["placement"] == "streamed" and large["budget_gb"] * 2**30 < 900 * 3 * 64
+    assert result["same_query_resident_vs_streamed"] is True
+    table = (out / "growth-cpu.md").read_text()
+    assert "| 300 | 8x8 |" in table and "Same query resident and streamed: yes" in table
+    assert (out / "growth-cpu.png").stat().st_size > 0
+
+
+def test_prefilter_benchmark_compares_each_candidate_pool_with_the_whole_pool(tmp_path):
+    out = tmp_path / "prefilter"
+    argv = [sys.executable, "-m", "benchmarks.prefilter", "--config", "configs/digits.yaml",
+            "--strategy", "entropy", "--seeds", "0", "--sizes", "200", "40", "--out", str(out),
+            "--set", "dataset=digits", "--set", "epochs_task=2", "--set", "pool_size=600",
+            "--set", "initial_size=40", "--set", "query_size=20"]  # fmt: skip
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "prefilter-entropy.json").read_text())
+    rows = {r["candidate_pool"]: r for r in result["rows"]}
+    assert set(rows) == {200, 40}
+    for r in rows.values():
+        assert 0 <= r["kept"] <= r["reachable"] <= 1  # it keeps only what it could see
+        assert r["full_round1_test_accuracy"] == rows[200]["full_round1_test_accuracy"]
+    assert rows[40]["reachable"] < 1  # 40 of 520 candidates cannot hold the whole query
+    assert "| 40 |" in (out / "prefilter-entropy.md").read_text()

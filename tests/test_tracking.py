@@ -454,3 +454,9 @@ def test_server_run_resumes_by_id(server):
         again(record, experiment)  # already there
         again(experiment.run_round(), experiment)
     assert steps(MlflowClient(uri), tracker.run_id, "n_labeled") == [0, 1]
+
+
+def test_a_run_records_where_its_images_lived(pal_run):
+    result, client = pal_run
+    tag = client.get_run(result.run_id).data.tags["pal.placement"]
+    assert "on the device" in tag and "GiB of images" in tag

@@ -19,6 +19,7 @@ from pal.rng import torch_generator
 
 if TYPE_CHECKING:
     from pal.config import Config
+    from pal.placement import Images
     from pal.training import Normalizer, ProgressFn
 
 
@@ -32,7 +33,9 @@ class QueryContext:
 
     Attributes:
         config: the experiment config.
-        x: ``uint8 [N, C, H, W]``, every training image, on ``device`` (index = dataset index).
+        x: ``uint8 [N, C, H, W]``, every training image (index = dataset index): a tensor on
+            ``device``, or a :class:`pal.placement.HostImages` streamed to it above the device
+            budget; read batches with :func:`pal.placement.take` and chunks with ``x.split``.
         labels: the oracle's annotations, valid at ``labeled`` only: ``int64 [N]`` (possibly
             noisy) labels for classification, ``uint8 [N, H, W]`` masks (255 = ignore) for
             segmentation.
@@ -50,7 +53,7 @@ class QueryContext:
     """
 
     config: Config
-    x: torch.Tensor
+    x: Images
     labels: torch.Tensor
     labeled: torch.Tensor
     unlabeled: torch.Tensor

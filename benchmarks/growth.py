@@ -1,0 +1,335 @@
+"""How the cost of a pool grows with its size: memory and scoring throughput, resident vs
+streamed, one Ray Data actor vs two; and a whole PAL round on the largest pool.
+
+    python -m benchmarks --growth                  # the table below, on this machine
+    python -m benchmarks.growth case --n 10000 --size 32 --mode streamed   # one measurement
+
+Every measurement runs in a fresh process, so its peak memory is its own. Pools are synthetic:
+``uint8 [N, 3, S, S]`` images and 10 labels drawn from a fixed seed (the cost of scoring does
+not depend on what the images show). Scoring is PAL's pass over the pool, the default config's
+``cnn`` scoring network with four rotations per image and the body's features kept for the
+head fine-tune (:func:`pal.pretext.rotation.score_pool`), the faster of :data:`REPEATS` passes
+(Ray's include starting their actors each time):
+
+- ``resident``: the pool as one tensor on the device (:func:`pal.placement.place` under the
+  budget);
+- ``streamed``: the pool on the host (:class:`pal.placement.HostImages`), chunks gathered and
+  copied as the pass goes;
+- ``ray-1``, ``ray-2``: the streamed pool scored by one or two Ray Data actors of one CPU each
+  on a local Ray (:mod:`pal.distributed`), actor start-up included.
+
+Memory: the process's peak resident set (``ru_maxrss``) and, above its baseline before the pool
+was made, what the pass itself added; on a GPU the peak of ``torch.cuda.max_memory_allocated``.
+Ray's actors and object store live in other processes: their memory is not in the figure.
+
+``round`` cases run ``rounds=1`` of a real :class:`pal.loop.Experiment` with PAL (round 0: task
+training, evaluation and the PAL query) with ``device_budget_gb`` below the pool's bytes, and on
+a pool small enough for both placements compare the query with the resident path's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MODES = ["resident", "streamed", "ray-1", "ray-2"]
+REPEATS = 2
+"""Scoring passes per case up to :data:`ONE_PASS_FROM` images; the table gives the faster (this
+VM's timings vary by up to 30%, and the first pass pays the warm-up)."""
+ONE_PASS_FROM = 100_000
+CASES = [  # (pool, image side, placements): Ray Data up to 50k (a 200k pass is ~12 min a mode)
+    (10_000, 32, MODES),
+    (50_000, 32, MODES),
+    (200_000, 32, ["resident", "streamed"]),
+    (10_000, 64, MODES),
+]
+ROUND = {  # the PAL round on a synthetic pool: the default config with fewer epochs
+    "strategy": "pal",
+    "rounds": 1,
+    "epochs_task": 2,
+    "epochs_scoring": 2,
+    "finetune_epochs": 5,
+    "device": "cpu",
+}
+
+
+def synthetic(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(uint8 [n, 3, size, size], int64 [n])``: seeded noise images and labels."""
+    rng = np.random.default_rng(seed)
+    x = np.empty((n, 3, size, size), dtype=np.uint8)
+    for start in range(0, n, 10_000):  # in blocks: no int64 temporary of the whole pool
+        stop = min(n, start + 10_000)
+        x[start:stop] = rng.integers(0, 256, (stop - start, 3, size, size), dtype=np.uint8)
+    return torch.from_numpy(x), torch.from_numpy(rng.integers(0, 10, n))
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def device_peak_mib(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def score_case(n: int, size: int, mode: str, device: str) -> dict:
+    """One scoring pass over a pool of ``n`` images of ``size`` px placed by ``mode``."""
+    from pal.config import Config
+    from pal.models import ScoringNet, build_backbone
+    from pal.placement import Distributed, HostImages, place
+    from pal.pretext.rotation import score_pool
+    from pal.rng import seeded_init
+    from pal.training import Normalizer, resolve_device
+
+    dev = resolve_device(device)
+    baseline = current_rss_mib()
+    x, _ = synthetic(n, size)
+    with seeded_init(0, "scoring-init"):
+        net = ScoringNet(build_backbone("cnn", 3, (size, size)), 10)
+    net.to(dev)
+    normalize = Normalizer(x[:10_000]).to(dev)
+    cfg = Config(device=device, device_budget_gb=None if mode == "resident" else 0.0)
+    if mode.startswith("ray"):
+        import ray
+
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        workers = int(mode.split("-")[1])
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        pool = HostImages(x, dev, distributed=Distributed(min_pool=0, workers=workers))
+        placement = "streamed"
+    else:
+        placement_info, (pool,) = place(cfg, dev, x)
+        placement = placement_info.mode
+    before = current_rss_mib()
+    times = []
+    for _ in range(REPEATS if n < ONE_PASS_FROM else 1):
+        start = time.perf_counter()
+        scores = score_pool(net, pool, normalize, cfg.eval_batch_size, keep_features=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        times.append(time.perf_counter() - start)
+    seconds = min(times)
+    assert scores.s_s.shape == (n,) and scores.features.shape[:2] == (n, 4)
+    if mode.startswith("ray"):
+        from pal.distributed import last_ray_run
+
+        run = last_ray_run()
+        assert run is not None and run.images == n, "the pool was not scored by Ray Data"
+    return {
+        "kind": "score",
+        "n": n,
+        "size": size,
+        "mode": mode,
+        "placement": placement,
+        "pool_mib": x.numel() / 2**20,
+        "features_mib": scores.features.numel() * 4 / 2**20,
+        "seconds": seconds,
+        "all_seconds": times,
+        "images_per_s": n / seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "baseline_rss_mib": baseline,
+        "pass_added_mib": current_rss_mib() - before,
+        "device_peak_mib": device_peak_mib(dev),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def round_case(n: int, size: int, budget_gb: float | None, device: str) -> dict:
+    """A PAL round (``rounds=1``: round 0 and its query) on a synthetic pool of ``n`` images."""
+    from pal.config import Config
+    from pal.data import ImageData
+    from pal.loop import Experiment
+
+    baseline = current_rss_mib()
+    x, y = synthetic(n, size)
+    x_test, y_test = synthetic(2000, size, seed=1)
+    data = ImageData(
+        f"synthetic-{n}x{size}", x, y, x_test, y_test, [str(i) for i in range(10)], "crop_flip"
+    )
+    sizes = {"val_size": min(500, n // 10), "initial_size": min(1000, n // 10)}
+    sizes["query_size"] = sizes["initial_size"]
+    cfg = Config(**{**ROUND, **sizes, "device": device, "device_budget_gb": budget_gb})
+    experiment = Experiment(cfg, data)
+    start = time.perf_counter()
+    record = experiment.run_round()
+    seconds = time.perf_counter() - start
+    pending = experiment.pool.pending
+    return {
+        "kind": "round",
+        "n": n,
+        "size": size,
+        "placement": experiment.placement.mode,
+        "budget_gb": budget_gb,
+        "pool_mib": (x.numel() + x_test.numel()) / 2**20,
+        "seconds": seconds,
+        "train_seconds": record.train_seconds,
+        "query_seconds": pending.seconds,
+        "query": list(pending.indices),
+        "peak_rss_mib": peak_rss_mib(),
+        "baseline_rss_mib": baseline,
+        "device_peak_mib": device_peak_mib(experiment.device),
+    }
+
+
+def _child(argv: list[str], timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.growth", *argv]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_growth(
+    out: Path,
+    device: str = "cpu",
+    cases: list[tuple[int, int, list[str]]] = CASES,
+    round_sizes: tuple[int, int] = (10_000, 200_000),
+    round_side: int = 32,
+    timeout: float = 3600.0,
+) -> dict:
+    """Every scoring case and the PAL rounds, each in its own process; writes
+    ``growth-<device>.json``, ``.md`` and ``.png`` to ``out``."""
+    from benchmarks.__main__ import machine
+
+    scoring = []
+    for n, size, modes in cases:
+        for mode in modes:
+            argv = ["case", "--n", str(n), "--size", str(size), "--mode", mode, "--device", device]
+            scoring.append(_child(argv, timeout))
+            print(_score_row(scoring[-1]), flush=True)
+    small, large = round_sizes
+    rounds = []
+    for n, budget in ((small, None), (small, 0.0), (large, _below(large, round_side))):
+        argv = ["round", "--n", str(n), "--size", str(round_side), "--device", device]
+        argv += ["--budget-gb", str(budget)] if budget is not None else []
+        rounds.append(_child(argv, timeout))
+        print(_round_row(rounds[-1]), flush=True)
+    same = rounds[0]["query"] == rounds[1]["query"]
+    result = {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "device": device,
+        "scoring": scoring,
+        "rounds": [{k: v for k, v in r.items() if k != "query"} for r in rounds],
+        "same_query_resident_vs_streamed": same,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"growth-{device}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    stem.with_suffix(".md").write_text(markdown(result))
+    plot(result, stem.with_suffix(".png"))
+    return result
+
+
+def _below(n: int, side: int = 32) -> float:
+    """A device budget of half the bytes of a pool of ``n`` images of ``side`` px, in GiB."""
+    return n * 3 * side * side / 2 / 2**30
+
+
+def _score_row(r: dict) -> str:
+    device = "-" if r["device_peak_mib"] is None else f"{r['device_peak_mib']:,.0f}"
+    return (
+        f"| {r['n']:,} | {r['size']}x{r['size']} | {r['pool_mib']:,.0f} | {r['mode']} | "
+        f"{r['seconds']:.1f} | {r['images_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | "
+        f"{r['pass_added_mib']:,.0f} | {device} |"
+    )
+
+
+def _round_row(r: dict) -> str:
+    budget = "default" if r["budget_gb"] is None else f"{r['budget_gb'] * 1024:,.0f} MiB"
+    device = "-" if r["device_peak_mib"] is None else f"{r['device_peak_mib']:,.0f}"
+    return (
+        f"| {r['n']:,} | {r['pool_mib']:,.0f} | {budget} | {r['placement']} | "
+        f"{r['seconds']:.1f} | {r['train_seconds']:.1f} | {r['query_seconds']:.1f} | "
+        f"{r['peak_rss_mib']:,.0f} | {device} |"
+    )
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"Pool growth on {result['device']} ({result['machine']['cpu']}, "
+        f"{result['machine']['cpus']} CPUs), {result['date']}",
+        "",
+        "| pool | image | pool MiB | placement | scoring s | images/s | peak RSS MiB | "
+        "pass added MiB | device peak MiB |",
+        "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        *(_score_row(r) for r in result["scoring"]),
+        "",
+        "| PAL round, pool | images MiB | device budget | placement | round s | task training s "
+        "| query s | peak RSS MiB | device peak MiB |",
+        "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        *(_round_row(r) for r in result["rounds"]),
+        "",
+        "Same query resident and streamed: "
+        + ("yes" if result["same_query_resident_vs_streamed"] else "NO"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Scoring seconds and peak RSS against pool size (32x32), one line per placement."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
+    rows = [r for r in result["scoring"] if r["size"] == 32]
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["n"])
+        ns = [r["n"] for r in mine]
+        ax_t.plot(ns, [r["seconds"] for r in mine], marker="o", label=mode)
+        ax_m.plot(ns, [r["peak_rss_mib"] for r in mine], marker="o", label=mode)
+    for ax, label in ((ax_t, "scoring pass, s"), (ax_m, "peak RSS of the process, MiB")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("pool size (32x32 images)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"PAL scoring cost against pool size ({result['machine']['cpu']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.growth")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    case = sub.add_parser("case", help="one scoring pass, printed as JSON")
+    case.add_argument("--n", type=int, required=True)
+    case.add_argument("--size", type=int, default=32)
+    case.add_argument("--mode", choices=MODES, required=True)
+    case.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    rnd = sub.add_parser("round", help="one PAL round, printed as JSON")
+    rnd.add_argument("--n", type=int, required=True)
+    rnd.add_argument("--size", type=int, default=32)
+    rnd.add_argument("--budget-gb", type=float)
+    rnd.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args(argv)
+    if args.cmd == "case":
+        result = score_case(args.n, args.size, args.mode, args.device)
+    else:
+        result = round_case(args.n, args.size, args.budget_gb, args.device)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
