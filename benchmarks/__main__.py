@@ -356,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: how memory and scoring time grow with the pool (benchmarks.growth)",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --growth: keep the measurements an interrupted run finished",
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument(
@@ -372,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
 
         device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
         device = "cpu" if device == "auto" else device
-        print(growth_markdown(run_growth(Path(args.out), device)))
+        print(growth_markdown(run_growth(Path(args.out), device, resume=args.resume)))
         return 0
     base = CONFIGS[args.config]
     path = base["dataset"].split(":", 1)[-1]

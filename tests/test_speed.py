@@ -283,6 +283,14 @@ def test_growth_benchmark_measures_every_placement_and_a_streamed_round(tmp_path
     table = (out / "growth-cpu.md").read_text()
     assert "| 300 | 8x8 |" in table and "Same query resident and streamed: yes" in table
     assert (out / "growth-cpu.png").stat().st_size > 0
+    # an interrupted run goes on from its finished measurements: none is run again here
+    lines = (out / "growth-cpu-cases.jsonl").read_text().splitlines()
+    assert len(lines) == 3 + 3
+    again = run_growth(
+        out, "cpu", cases=[(300, 8, ["resident", "streamed", "ray-2"])], round_sizes=(400, 900),
+        round_side=8, resume=True, timeout=0.001,
+    )  # fmt: skip
+    assert again["scoring"] == result["scoring"] and again["rounds"] == result["rounds"]
 
 
 def test_prefilter_benchmark_compares_each_candidate_pool_with_the_whole_pool(tmp_path):
