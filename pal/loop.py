@@ -128,7 +128,7 @@ class Experiment:
         # batch is gathered by index
         device = self.device
         self.placement, (self.x_train, self.x_test) = place(
-            config, device, self.data.x_train, self.data.x_test, pool_size=self.pool.n_budget
+            config, device, self.data.x_train, self.data.x_test, pool_size=len(self.pool.unlabeled)
         )
         self.task.to(device, self.pool.labeled, self.missing_class_ids)
         self.normalize = Normalizer(
