@@ -15,16 +15,21 @@ head fine-tune (:func:`pal.pretext.rotation.score_pool`), the faster of :data:`R
   budget);
 - ``streamed``: the pool on the host (:class:`pal.placement.HostImages`), chunks gathered and
   copied as the pass goes;
+- ``mapped``: the pool written to a decode cache (:mod:`pal.data.cache`) beforehand and read
+  back as its memory map, streamed: chunks are paged in from the file as the pass goes;
 - ``ray-1``, ``ray-2``: the streamed pool scored by one or two Ray Data actors of one CPU each
   on a local Ray (:mod:`pal.distributed`), actor start-up included.
 
-Memory: the process's peak resident set (``ru_maxrss``) and, above its baseline before the pool
-was made, what the pass itself added; on a GPU the peak of ``torch.cuda.max_memory_allocated``.
+Memory: the process's peak resident set (``ru_maxrss``), its peak of anonymous memory (``RssAnon``,
+sampled every 20 ms: the resident set less the file pages the kernel may drop again, which is
+what a memory-mapped pool saves) and, above its baseline before the pool was made, what the pass
+itself added; on a GPU the peak of ``torch.cuda.max_memory_allocated``.
 Ray's actors and object store live in other processes: their memory is not in the figure.
 
 ``round`` cases run ``rounds=1`` of a real :class:`pal.loop.Experiment` with PAL (round 0: task
-training, evaluation and the PAL query) with ``device_budget_gb`` below the pool's bytes, and on
-a pool small enough for both placements compare the query with the resident path's.
+training, evaluation and the PAL query) with ``device_budget_gb`` below the pool's bytes (once
+with the pool in memory, once as a decode cache's memory map), and on a pool small enough for
+both placements compare the query with the resident path's.
 """
 
 from __future__ import annotations
@@ -33,15 +38,17 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-MODES = ["resident", "streamed", "ray-1", "ray-2"]
+MODES = ["resident", "streamed", "mapped", "ray-1", "ray-2"]
 REPEATS = 2
 """Scoring passes per case below :data:`ONE_PASS_FROM` images; the table gives the faster (this
 VM's timings vary by up to 30%, and the first pass pays the warm-up)."""
@@ -49,9 +56,9 @@ ONE_PASS_FROM = 50_000
 ONE_PASS_PIXELS = 64 * 64
 """Images of this many pixels or more are scored once too (a 64x64 pass costs 4x a 32x32 one)."""
 CASES = [  # (pool, image side, placements): Ray Data up to 50k (a 200k pass is ~10 min a mode)
-    (10_000, 32, MODES),
+    (10_000, 32, ["resident", "streamed", "ray-1", "ray-2"]),
     (50_000, 32, MODES),
-    (200_000, 32, ["resident", "streamed"]),
+    (200_000, 32, ["resident", "streamed", "mapped"]),
     (10_000, 64, ["resident", "streamed"]),
 ]
 ROUND = {  # the PAL round on a synthetic pool: the default config with fewer epochs
@@ -72,6 +79,55 @@ def synthetic(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
         stop = min(n, start + 10_000)
         x[start:stop] = rng.integers(0, 256, (stop - start, 3, size, size), dtype=np.uint8)
     return torch.from_numpy(x), torch.from_numpy(rng.integers(0, 10, n))
+
+
+def synthetic_cache(n: int, size: int, folder: Path, seed: int = 0) -> None:
+    """:func:`synthetic`'s pool written as a decode cache in ``folder`` (:mod:`pal.data.cache`'s
+    layout, images channels-first) a block at a time, never whole in memory."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    x = np.lib.format.open_memmap(folder / "x_train.npy", "w+", np.uint8, (n, 3, size, size))
+    for start in range(0, n, 10_000):
+        stop = min(n, start + 10_000)
+        x[start:stop] = rng.integers(0, 256, (stop - start, 3, size, size), dtype=np.uint8)
+    x.flush()
+    del x
+    np.save(folder / "y_train.npy", rng.integers(0, 10, n))
+
+
+def _mapped_pool(n: int, size: int) -> Path:
+    """A fresh temporary folder holding :func:`synthetic_cache`'s pool under ``pool/``."""
+    folder = Path(tempfile.mkdtemp(prefix="pal-growth-"))
+    synthetic_cache(n, size, folder / "pool")
+    return folder
+
+
+class AnonPeak:
+    """The peak of this process's anonymous resident memory (``RssAnon``), sampled by a thread."""
+
+    def __init__(self, every: float = 0.02):
+        import threading
+
+        self.peak, self._stop = current_anon_mib(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.peak = max(self.peak, current_anon_mib())
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, current_anon_mib())
+
+
+def current_anon_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024  # kB
+    return float("nan")
 
 
 def peak_rss_mib() -> float:
@@ -99,8 +155,16 @@ def score_case(n: int, size: int, mode: str, device: str) -> dict:
     from pal.training import Normalizer, resolve_device
 
     dev = resolve_device(device)
+    # the cache is written before the baseline: the file is not this pass's memory
+    cache = _mapped_pool(n, size) if mode == "mapped" else None
     baseline = current_rss_mib()
-    x, _ = synthetic(n, size)
+    anon = AnonPeak()
+    if cache is not None:
+        from pal.data.cache import read_cache
+
+        x = torch.from_numpy(read_cache(cache / "pool")["x_train"].transpose(0, 3, 1, 2))
+    else:
+        x, _ = synthetic(n, size)
     with seeded_init(0, "scoring-init"):
         net = ScoringNet(build_backbone("cnn", 3, (size, size)), 10)
     net.to(dev)
@@ -133,6 +197,9 @@ def score_case(n: int, size: int, mode: str, device: str) -> dict:
 
         run = last_ray_run()
         assert run is not None and run.images == n, "the pool was not scored by Ray Data"
+    peak_anon = anon.stop()
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
     return {
         "kind": "score",
         "n": n,
@@ -145,6 +212,7 @@ def score_case(n: int, size: int, mode: str, device: str) -> dict:
         "all_seconds": times,
         "images_per_s": n / seconds,
         "peak_rss_mib": peak_rss_mib(),
+        "peak_anon_mib": peak_anon,
         "baseline_rss_mib": baseline,
         "pass_added_mib": current_rss_mib() - before,
         "device_peak_mib": device_peak_mib(dev),
@@ -152,14 +220,26 @@ def score_case(n: int, size: int, mode: str, device: str) -> dict:
     }
 
 
-def round_case(n: int, size: int, budget_gb: float | None, device: str) -> dict:
-    """A PAL round (``rounds=1``: round 0 and its query) on a synthetic pool of ``n`` images."""
+def round_case(
+    n: int, size: int, budget_gb: float | None, device: str, mapped: bool = False
+) -> dict:
+    """A PAL round (``rounds=1``: round 0 and its query) on a synthetic pool of ``n`` images;
+    ``mapped``: the pool read as the memory map of a decode cache written beforehand."""
     from pal.config import Config
     from pal.data import ImageData
     from pal.loop import Experiment
 
+    cache = _mapped_pool(n, size) if mapped else None
     baseline = current_rss_mib()
-    x, y = synthetic(n, size)
+    anon = AnonPeak()
+    if cache is not None:
+        from pal.data.cache import read_cache
+
+        arrays = read_cache(cache / "pool")
+        x = torch.from_numpy(arrays["x_train"].transpose(0, 3, 1, 2))
+        y = torch.from_numpy(arrays["y_train"])
+    else:
+        x, y = synthetic(n, size)
     x_test, y_test = synthetic(2000, size, seed=1)
     data = ImageData(
         f"synthetic-{n}x{size}", x, y, x_test, y_test, [str(i) for i in range(10)], "crop_flip"
@@ -172,10 +252,14 @@ def round_case(n: int, size: int, budget_gb: float | None, device: str) -> dict:
     record = experiment.run_round()
     seconds = time.perf_counter() - start
     pending = experiment.pool.pending
+    peak_anon = anon.stop()
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
     return {
         "kind": "round",
         "n": n,
         "size": size,
+        "mapped": mapped,
         "placement": experiment.placement.mode,
         "budget_gb": budget_gb,
         "pool_mib": (x.numel() + x_test.numel()) / 2**20,
@@ -184,6 +268,7 @@ def round_case(n: int, size: int, budget_gb: float | None, device: str) -> dict:
         "query_seconds": pending.seconds,
         "query": list(pending.indices),
         "peak_rss_mib": peak_rss_mib(),
+        "peak_anon_mib": peak_anon,
         "baseline_rss_mib": baseline,
         "device_peak_mib": device_peak_mib(experiment.device),
     }
@@ -242,12 +327,17 @@ def run_growth(
             print(_score_row(scoring[-1]), flush=True)
     small, large = round_sizes
     rounds = []
-    for n, budget in ((small, None), (small, 0.0), (large, _below(large, round_side))):
+    below = _below(large, round_side)
+    for n, budget, mapped in (
+        (small, None, False), (small, 0.0, False), (large, below, False), (large, below, True)
+    ):  # fmt: skip
         argv = ["round", "--n", str(n), "--size", str(round_side), "--device", device]
         argv += ["--budget-gb", str(budget)] if budget is not None else []
+        argv += ["--mapped"] if mapped else []
         rounds.append(measure(argv))
         print(_round_row(rounds[-1]), flush=True)
     same = rounds[0]["query"] == rounds[1]["query"]
+    same_mapped = rounds[2]["query"] == rounds[3]["query"]
     result = {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -255,6 +345,7 @@ def run_growth(
         "scoring": [{k: v for k, v in r.items() if k != "argv"} for r in scoring],
         "rounds": [{k: v for k, v in r.items() if k not in ("query", "argv")} for r in rounds],
         "same_query_resident_vs_streamed": same,
+        "same_query_memory_vs_mapped": same_mapped,
     }
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     stem.with_suffix(".md").write_text(markdown(result))
@@ -269,9 +360,10 @@ def _below(n: int, side: int = 32) -> float:
 
 def _score_row(r: dict) -> str:
     device = "-" if r["device_peak_mib"] is None else f"{r['device_peak_mib']:,.0f}"
+    anon = f"{r['peak_anon_mib']:,.0f}" if "peak_anon_mib" in r else "-"  # not measured before
     return (
         f"| {r['n']:,} | {r['size']}x{r['size']} | {r['pool_mib']:,.0f} | {r['mode']} | "
-        f"{r['seconds']:.1f} | {r['images_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | "
+        f"{r['seconds']:.1f} | {r['images_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | {anon} | "
         f"{r['pass_added_mib']:,.0f} | {device} |"
     )
 
@@ -279,10 +371,12 @@ def _score_row(r: dict) -> str:
 def _round_row(r: dict) -> str:
     budget = "default" if r["budget_gb"] is None else f"{r['budget_gb'] * 1024:,.0f} MiB"
     device = "-" if r["device_peak_mib"] is None else f"{r['device_peak_mib']:,.0f}"
+    anon = f"{r['peak_anon_mib']:,.0f}" if "peak_anon_mib" in r else "-"  # not measured before
+    placement = r["placement"] + (", memory-mapped" if r.get("mapped") else "")
     return (
-        f"| {r['n']:,} | {r['pool_mib']:,.0f} | {budget} | {r['placement']} | "
+        f"| {r['n']:,} | {r['pool_mib']:,.0f} | {budget} | {placement} | "
         f"{r['seconds']:.1f} | {r['train_seconds']:.1f} | {r['query_seconds']:.1f} | "
-        f"{r['peak_rss_mib']:,.0f} | {device} |"
+        f"{r['peak_rss_mib']:,.0f} | {anon} | {device} |"
     )
 
 
@@ -292,17 +386,19 @@ def markdown(result: dict) -> str:
         f"{result['machine']['cpus']} CPUs), {result['date']}",
         "",
         "| pool | image | pool MiB | placement | scoring s | images/s | peak RSS MiB | "
-        "pass added MiB | device peak MiB |",
-        "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "peak anon MiB | pass added MiB | device peak MiB |",
+        "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         *(_score_row(r) for r in result["scoring"]),
         "",
         "| PAL round, pool | images MiB | device budget | placement | round s | task training s "
-        "| query s | peak RSS MiB | device peak MiB |",
-        "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| query s | peak RSS MiB | peak anon MiB | device peak MiB |",
+        "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         *(_round_row(r) for r in result["rounds"]),
         "",
         "Same query resident and streamed: "
-        + ("yes" if result["same_query_resident_vs_streamed"] else "NO"),
+        + ("yes" if result["same_query_resident_vs_streamed"] else "NO")
+        + "; the largest pool in memory and memory-mapped: "
+        + ("yes" if result.get("same_query_memory_vs_mapped") else "NO"),
     ]
     return "\n".join(lines) + "\n"
 
@@ -346,12 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     rnd.add_argument("--n", type=int, required=True)
     rnd.add_argument("--size", type=int, default=32)
     rnd.add_argument("--budget-gb", type=float)
+    rnd.add_argument("--mapped", action="store_true", help="the pool as a decode cache's map")
     rnd.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
     if args.cmd == "case":
         result = score_case(args.n, args.size, args.mode, args.device)
     else:
-        result = round_case(args.n, args.size, args.budget_gb, args.device)
+        result = round_case(args.n, args.size, args.budget_gb, args.device, args.mapped)
     print(json.dumps(result))
     return 0
 

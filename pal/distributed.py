@@ -4,8 +4,8 @@ A pool too big for one device's scoring pass is split into the very chunks the s
 pass would run (:func:`pal.training.eval_chunk`), and Ray Data's ``map_batches`` hands them to a
 pool of actors (:class:`ChunkActor`, a callable class): each loads the trained network once, on
 its GPU or CPU, and runs the same per-chunk function (``fn(model, normalized chunk)``) under the
-same autocast. The per-image outputs come back with their positions and are put in pool order on
-the caller's device, where the rest of the query (PAL's sub-queries, a top-n) runs. Same chunks,
+same autocast. The per-image outputs come back in pool order (Ray Data preserves it) on the
+caller's device, where the rest of the query (PAL's sub-queries, a top-n) runs. Same chunks,
 same kernels, same weights: the same numbers as the single-process pass.
 
 Ray is imported only here, and only once a cluster is connected (``pal label next --address``,
@@ -32,8 +32,6 @@ int64): what :func:`pal.training.map_chunks` runs on every chunk."""
 
 RELEASE_WAIT = 10.0
 """Seconds to wait for the actors of a previous pass to give back their GPUs or CPUs."""
-BLOCKS_PER_WORKER = 4
-"""Ray Data blocks per actor: enough to balance the actors, few enough to keep blocks large."""
 
 
 def ray_connected() -> bool:
@@ -102,9 +100,9 @@ class ChunkActor:
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``{"start": [k], "images": k chunks uint8 [b, C, H, W]}`` -> ``{"pos": [n],
-        "out0": [n, ...], ...}`` for the ``n`` images of the ``k`` chunks."""
-        positions, outs = [], []
+        """``{"data": k chunks uint8 [b, C, H, W]}`` -> ``{"node": [n], "out0": [n, ...],
+        ...}`` for the ``n`` images of the ``k`` chunks, in chunk order."""
+        outs = []
         with (
             torch.inference_mode(),
             torch.autocast(
@@ -113,18 +111,17 @@ class ChunkActor:
                 enabled=self.autocast_dtype is not None,
             ),
         ):
-            for start, images in zip(batch["start"], batch["images"], strict=True):
+            for images in batch["data"]:
                 # a fresh tensor: the batch's own strides (a size-1 channel's, after Arrow) can
                 # steer a convolution to another kernel than the caller's canonical layout
                 chunk = torch.empty(images.shape, dtype=torch.uint8)
                 chunk.copy_(torch.from_numpy(np.asarray(images)))
                 chunk = chunk.to(self.device)
-                positions.append(np.arange(int(start), int(start) + len(chunk)))
                 outs.append([t.cpu().numpy() for t in self.fn(self.model, self.normalize(chunk))])
-        pos = np.concatenate(positions)
-        result = {"pos": pos, "node": np.full(len(pos), self.node)}
+        result = {}
         for i, parts in enumerate(zip(*outs, strict=True)):
             result[f"out{i}"] = np.concatenate(parts)
+        result["node"] = np.full(len(result["out0"]), self.node)
         return result
 
 
@@ -144,15 +141,18 @@ def ray_map_chunks(
             stacklevel=3,
         )
         return None
-    n = len(x)
-    starts = range(0, n, chunk)
-    items = [{"start": s, "images": x.host(slice(s, s + chunk)).numpy()} for s in starts]
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    n, start = len(x), time.perf_counter()
+    # one Ray Data row per chunk, put in the object store a chunk at a time: the caller never
+    # holds more than one chunk beyond its pool (which may be a memory-mapped decode cache),
+    # and Ray spills the store to disk when the pool outgrows it
+    refs = [ray.put(x.host(slice(s, s + chunk)).numpy()[None]) for s in range(0, n, chunk)]
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.execution_options.preserve_order = True  # outputs in pool order
     # Ray Data's per-run usage report queries a metrics server pal's clusters do not run
     os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
-    dataset = ray.data.from_items(
-        items, override_num_blocks=min(len(items), BLOCKS_PER_WORKER * workers)
-    )
+    dataset = ray.data.from_numpy_refs(refs)
+    del refs  # the dataset's blocks hold the chunks now
     on = torch.is_autocast_enabled(device.type)
     autocast = torch.get_autocast_dtype(device.type) if on else None
     host_model = copy.deepcopy(model).cpu().eval()
@@ -165,19 +165,16 @@ def ray_map_chunks(
         compute=ray.data.ActorPoolStrategy(size=workers),
         **resources,
     )
-    start = time.perf_counter()
     parts: dict[str, list[np.ndarray]] = {}
     for block in scored.iter_batches(batch_size=None, batch_format="numpy"):
         for key, value in block.items():
             parts.setdefault(key, []).append(value)
-    pos = np.concatenate(parts.pop("pos"))
     nodes = len(np.unique(np.concatenate(parts.pop("node"))))
-    if not np.array_equal(np.sort(pos), np.arange(n)):
-        raise RuntimeError(f"Ray Data scored {len(pos)} images of a pool of {n}")
-    order = np.argsort(pos, kind="stable")
-    outs = [np.concatenate(parts[f"out{i}"])[order] for i in range(len(parts))]
+    outs = [np.concatenate(parts[f"out{i}"]) for i in range(len(parts))]
+    if len(outs[0]) != n:
+        raise RuntimeError(f"Ray Data scored {len(outs[0])} images of a pool of {n}")
     global _LAST_RUN
-    _LAST_RUN = RayRun(workers, nodes, len(items), n, time.perf_counter() - start)
+    _LAST_RUN = RayRun(workers, nodes, -(-n // chunk), n, time.perf_counter() - start)
     return tuple(torch.from_numpy(a).to(device) for a in outs)
 
 

@@ -238,9 +238,9 @@ class Normalizer:
     """``uint8 [B, C, H, W] -> float [B, C, H, W]``, standardised by the training set's channel
     statistics, in ``memory_format`` (``torch.channels_last`` feeds convolutions in NHWC)."""
 
-    def __init__(self, x_train: torch.Tensor, memory_format=torch.contiguous_format):
-        # channel sums in float64 over chunks: no float copy of the whole set (Cityscapes' is
-        # gigabytes)
+    def __init__(self, x_train: Images, memory_format=torch.contiguous_format):
+        # channel sums in float64 over chunks of 256: no float copy of the whole set
+        # (Cityscapes' is gigabytes); a HostImages view is gathered a chunk at a time
         total = torch.zeros(x_train.shape[1], dtype=torch.float64)
         squares = torch.zeros_like(total)
         for chunk in x_train.split(256):

@@ -266,11 +266,11 @@ def test_folder_tree_exact_pixels_and_cache(tmp_path):
     d = load_dataset(f"folder:{tmp_path / 'tree'}", data_dir=str(data_dir))
     assert d.x_train.shape == (6, 3, 6, 6) and d.default_augment == "crop_flip"
     _check_tree(d, written)
-    caches = list((data_dir / ".pal-cache").glob("folder-*.npz"))
+    caches = list((data_dir / ".pal-cache").glob("folder-*"))
     assert len(caches) == 1
     again = load_dataset(f"folder:{tmp_path / 'tree'}", data_dir=str(data_dir))
     assert torch.equal(again.x_train, d.x_train) and torch.equal(again.y_test, d.y_test)
-    assert list((data_dir / ".pal-cache").glob("folder-*.npz")) == caches
+    assert list((data_dir / ".pal-cache").glob("folder-*")) == caches
 
 
 def test_folder_cache_is_used(tmp_path):
@@ -313,7 +313,7 @@ def test_folder_tar_gz(tmp_path, top):
     d = load_dataset(f"folder:{archive}", data_dir=str(data_dir))
     _check_tree(d, written)
     assert len(list((data_dir / ".pal-cache").glob("extracted-*"))) == 1
-    assert len(list((data_dir / ".pal-cache").glob("folder-*.npz"))) == 1
+    assert len(list((data_dir / ".pal-cache").glob("folder-*"))) == 1
     again = load_dataset(f"folder:{archive}", data_dir=str(data_dir))
     assert torch.equal(again.x_test, d.x_test)
 

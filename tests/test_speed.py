@@ -266,28 +266,33 @@ def test_growth_benchmark_measures_every_placement_and_a_streamed_round(tmp_path
     from benchmarks.growth import run_growth
 
     out = tmp_path / "growth"
+    cases = [(300, 8, ["resident", "streamed", "mapped", "ray-2"])]
     result = run_growth(
-        out, "cpu", cases=[(300, 8, ["resident", "streamed", "ray-2"])], round_sizes=(400, 900),
+        out, "cpu", cases=cases, round_sizes=(400, 900),
         round_side=8,
     )  # fmt: skip
     modes = {r["mode"]: r for r in result["scoring"]}
-    assert set(modes) == {"resident", "streamed", "ray-2"}
+    assert set(modes) == {"resident", "streamed", "mapped", "ray-2"}
     assert modes["resident"]["placement"] == "resident"
-    assert modes["streamed"]["placement"] == modes["ray-2"]["placement"] == "streamed"
+    assert {modes[m]["placement"] for m in ("streamed", "mapped", "ray-2")} == {"streamed"}
     for r in result["scoring"]:
         assert r["images_per_s"] > 0 and r["peak_rss_mib"] >= r["baseline_rss_mib"] > 0
-    small_resident, small_streamed, large = result["rounds"]
+        assert 0 < r["peak_anon_mib"] <= r["peak_rss_mib"]
+    small_resident, small_streamed, large, mapped = result["rounds"]
     assert (small_resident["placement"], small_streamed["placement"]) == ("resident", "streamed")
     assert large["placement"] == "streamed" and large["budget_gb"] * 2**30 < 900 * 3 * 64
+    assert mapped["placement"] == "streamed" and (large["mapped"], mapped["mapped"]) == (0, 1)
     assert result["same_query_resident_vs_streamed"] is True
+    assert result["same_query_memory_vs_mapped"] is True
     table = (out / "growth-cpu.md").read_text()
     assert "| 300 | 8x8 |" in table and "Same query resident and streamed: yes" in table
+    assert "in memory and memory-mapped: yes" in table and "streamed, memory-mapped" in table
     assert (out / "growth-cpu.png").stat().st_size > 0
     # an interrupted run goes on from its finished measurements: none is run again here
     lines = (out / "growth-cpu-cases.jsonl").read_text().splitlines()
-    assert len(lines) == 3 + 3
+    assert len(lines) == 4 + 4
     again = run_growth(
-        out, "cpu", cases=[(300, 8, ["resident", "streamed", "ray-2"])], round_sizes=(400, 900),
+        out, "cpu", cases=cases, round_sizes=(400, 900),
         round_side=8, resume=True, timeout=0.001,
     )  # fmt: skip
     assert again["scoring"] == result["scoring"] and again["rounds"] == result["rounds"]

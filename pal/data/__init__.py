@@ -19,7 +19,9 @@ the device once and normalises there. :func:`load_dataset` takes a registered na
 Datasets without an official test split get a fixed stratified split drawn with
 ``numpy.random.default_rng(0)``: the split belongs to the dataset, not to an experiment, so runs
 with different seeds are scored on the same test images. Decoding image files is slow, so decoded
-arrays are cached as ``.npz`` under ``<data_dir>/.pal-cache/``.
+arrays are cached under ``<data_dir>/.pal-cache/``, one ``.npy`` per array, and the images of a
+cached dataset are that file's memory map: a pool bigger than the host's memory is read from disk
+a batch at a time.
 
 One concept per module:
 

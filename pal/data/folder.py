@@ -46,7 +46,7 @@ def load_folder(name: str, spec: str, data_dir: str, image_size: int | None) -> 
             )
         stat = path.stat()
         key = [str(path), stat.st_mtime_ns, stat.st_size, image_size]
-        cache = cache_dir / f"folder-{slug(path)}-{digest(key)}.npz"
+        cache = cache_dir / f"folder-{slug(path)}-{digest(key)}"
         arrays = cached(
             cache,
             lambda: _decode_tree(_find_tree_root(_extract_once(path, cache_dir), path), image_size),
@@ -56,7 +56,7 @@ def load_folder(name: str, spec: str, data_dir: str, image_size: int | None) -> 
         # directory mtimes change when entries are added or removed: a cheap staleness check
         dirs = [path, train_dir, test_dir, *_class_dirs(train_dir), *_class_dirs(test_dir)]
         key = [str(path), image_size, *[(str(d), d.stat().st_mtime_ns) for d in dirs]]
-        cache = cache_dir / f"folder-{slug(path)}-{digest(key)}.npz"
+        cache = cache_dir / f"folder-{slug(path)}-{digest(key)}"
         arrays = cached(cache, lambda: _decode_tree(path, image_size))
     channels = arrays["x_train"].shape[3]
     return from_arrays(name, arrays, default_augment="crop_flip" if channels == 3 else "crop")

@@ -57,7 +57,7 @@ def load_manifest(name: str, spec: str, data_dir: str, image_size: int | None) -
         raise DataError(f"dataset: no such manifest file {str(path)!r} (from {name!r})")
     stat = path.stat()
     key = [str(path), stat.st_size, stat.st_mtime_ns, image_size]
-    cache = Path(data_dir) / CACHE_DIR / f"manifest-{slug(path)}-{digest(key)}.npz"
+    cache = Path(data_dir) / CACHE_DIR / f"manifest-{slug(path)}-{digest(key)}"
     arrays = cached(cache, lambda: _decode(path, image_size))
     channels = arrays["x_train"].shape[3]
     return from_arrays(name, arrays, default_augment="crop_flip" if channels == 3 else "crop")

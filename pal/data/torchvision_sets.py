@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pal.data.arrays import from_arrays
-from pal.data.cache import CACHE_DIR, read_cache, write_cache
+from pal.data.cache import CACHE_DIR, cached
 from pal.data.image_data import DataError, ImageData
 from pal.data.registry import DATASETS, KEEPS_ASPECT
 from pal.data.split import stratified_split
@@ -84,9 +84,9 @@ def load_caltech101(data_dir: str, download: bool, image_size: int | None) -> Im
     once; the arrays are cached under ``<data_dir>/.pal-cache/``.
     """
     size = 64 if image_size is None else image_size
-    cache = Path(data_dir) / CACHE_DIR / f"caltech101-{size}.npz"
-    cached = read_cache(cache)
-    if cached is None:
+    cache = Path(data_dir) / CACHE_DIR / f"caltech101-{size}"
+
+    def build() -> dict[str, np.ndarray]:
         from PIL import Image
         from torchvision.datasets import Caltech101
 
@@ -102,15 +102,15 @@ def load_caltech101(data_dir: str, download: bool, image_size: int | None) -> Im
             x[i] = np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
         y = np.asarray(ds.y, dtype=np.int64)
         train, test = stratified_split(y, round(0.2 * len(y)))
-        cached = {
+        return {
             "x_train": x[train],
             "y_train": y[train],
             "x_test": x[test],
             "y_test": y[test],
             "classes": np.asarray(ds.categories),
         }
-        write_cache(cache, cached)
-    return from_arrays("caltech101", cached, default_augment="crop_flip")
+
+    return from_arrays("caltech101", cached(cache, build), default_augment="crop_flip")
 
 
 @DATASETS.register("cityscapes")
@@ -127,9 +127,9 @@ def load_cityscapes(data_dir: str, download: bool, image_size: int | None) -> Im
     """
     height = 256 if image_size is None else image_size
     size = (height, 2 * height)
-    cache = Path(data_dir) / CACHE_DIR / f"cityscapes-{height}.npz"
-    cached = read_cache(cache)
-    if cached is None:
+    cache = Path(data_dir) / CACHE_DIR / f"cityscapes-{height}"
+
+    def build() -> dict[str, np.ndarray]:
         from PIL import Image
         from torchvision.datasets import Cityscapes
 
@@ -142,7 +142,7 @@ def load_cityscapes(data_dir: str, download: bool, image_size: int | None) -> Im
         for c in Cityscapes.classes:
             if 0 <= c.id < 256 and 0 <= c.train_id < 255:
                 train_ids[c.id] = c.train_id
-        cached = {}
+        arrays = {}
         for split, key in (("train", "train"), ("val", "test")):
             try:
                 ds = Cityscapes(data_dir, split, mode="fine", target_type="semantic")
@@ -160,16 +160,17 @@ def load_cityscapes(data_dir: str, download: bool, image_size: int | None) -> Im
                 image, target = ds[i]
                 x[i] = np.asarray(image.convert("RGB").resize(wh, Image.Resampling.BILINEAR))
                 m[i] = train_ids[np.asarray(target.resize(wh, Image.Resampling.NEAREST))]
-            cached[f"x_{key}"], cached[f"m_{key}"] = x, m
-        cached["classes"] = np.asarray(
+            arrays[f"x_{key}"], arrays[f"m_{key}"] = x, m
+        arrays["classes"] = np.asarray(
             [
                 c.name
                 for c in sorted(Cityscapes.classes, key=lambda c: c.train_id)
                 if 0 <= c.train_id < 255
             ]
         )
-        write_cache(cache, cached)
-    return from_arrays("cityscapes", cached, default_augment="crop_flip")
+        return arrays
+
+    return from_arrays("cityscapes", cached(cache, build), default_augment="crop_flip")
 
 
 KEEPS_ASPECT.add("cityscapes")  # image_size is its height; the width keeps the 1:2 ratio
