@@ -134,7 +134,7 @@ def test_cityscapes_loader_maps_label_ids_to_the_19_train_classes(tmp_path):
     assert values == {0, 15, 16, IGNORE}
     assert (data.m_train[:, :8, 4:] == 0).all() and (data.m_train[:, 8:, 4:16] == 15).all()
     assert (data.m_train[:, :, 0] == IGNORE).all()  # columns 0..3 of 128: unlabeled
-    assert (tmp_path / ".pal-cache" / "cityscapes-16.npz").is_file()
+    assert (tmp_path / ".pal-cache" / "cityscapes-16" / "m_train.npy").is_file()
     with pytest.raises(DataError, match="data_dir: Cityscapes not found under .*leftImg8bit"):
         load_dataset("cityscapes", str(tmp_path / "elsewhere"))
     with pytest.raises(DataError, match="download: Cityscapes cannot be downloaded"):
