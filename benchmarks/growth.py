@@ -423,7 +423,8 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xlabel("pool size (32x32 images)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        if ax.lines:  # no 32x32 case, no line
+            ax.legend()
     fig.suptitle(f"PAL scoring cost against pool size ({result['machine']['cpu']})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
