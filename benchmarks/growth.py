@@ -71,26 +71,29 @@ ROUND = {  # the PAL round on a synthetic pool: the default config with fewer ep
 }
 
 
+def _noise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Fill ``x`` (``uint8 [n, 3, S, S]``, in memory or a memory map) with seeded noise, in
+    blocks: no int64 temporary of the whole pool."""
+    for start in range(0, len(x), 10_000):
+        stop = min(len(x), start + 10_000)
+        x[start:stop] = rng.integers(0, 256, (stop - start, *x.shape[1:]), dtype=np.uint8)
+    return x
+
+
 def synthetic(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(uint8 [n, 3, size, size], int64 [n])``: seeded noise images and labels."""
     rng = np.random.default_rng(seed)
-    x = np.empty((n, 3, size, size), dtype=np.uint8)
-    for start in range(0, n, 10_000):  # in blocks: no int64 temporary of the whole pool
-        stop = min(n, start + 10_000)
-        x[start:stop] = rng.integers(0, 256, (stop - start, 3, size, size), dtype=np.uint8)
+    x = _noise(np.empty((n, 3, size, size), dtype=np.uint8), rng)
     return torch.from_numpy(x), torch.from_numpy(rng.integers(0, 10, n))
 
 
 def synthetic_cache(n: int, size: int, folder: Path, seed: int = 0) -> None:
-    """:func:`synthetic`'s pool written as a decode cache in ``folder`` (:mod:`pal.data.cache`'s
-    layout, images channels-first) a block at a time, never whole in memory."""
+    """:func:`synthetic`'s pool (the same pixels and labels) written as a decode cache in
+    ``folder`` (:mod:`pal.data.cache`'s layout, images channels-first), never whole in memory."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     x = np.lib.format.open_memmap(folder / "x_train.npy", "w+", np.uint8, (n, 3, size, size))
-    for start in range(0, n, 10_000):
-        stop = min(n, start + 10_000)
-        x[start:stop] = rng.integers(0, 256, (stop - start, 3, size, size), dtype=np.uint8)
-    x.flush()
+    _noise(x, rng).flush()
     del x
     np.save(folder / "y_train.npy", rng.integers(0, 10, n))
 
@@ -100,6 +103,17 @@ def _mapped_pool(n: int, size: int) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="pal-growth-"))
     synthetic_cache(n, size, folder / "pool")
     return folder
+
+
+def _read_mapped(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_mapped_pool`'s images (``uint8 [n, 3, S, S]``, the memory map itself) and labels,
+    read as the decode cache reads them."""
+    from pal.data.cache import read_cache
+
+    arrays = read_cache(folder / "pool")
+    return torch.from_numpy(arrays["x_train"].transpose(0, 3, 1, 2)), torch.from_numpy(
+        arrays["y_train"]
+    )
 
 
 class AnonPeak:
@@ -159,12 +173,7 @@ def score_case(n: int, size: int, mode: str, device: str) -> dict:
     cache = _mapped_pool(n, size) if mode == "mapped" else None
     baseline = current_rss_mib()
     anon = AnonPeak()
-    if cache is not None:
-        from pal.data.cache import read_cache
-
-        x = torch.from_numpy(read_cache(cache / "pool")["x_train"].transpose(0, 3, 1, 2))
-    else:
-        x, _ = synthetic(n, size)
+    x, _ = synthetic(n, size) if cache is None else _read_mapped(cache)
     with seeded_init(0, "scoring-init"):
         net = ScoringNet(build_backbone("cnn", 3, (size, size)), 10)
     net.to(dev)
@@ -232,14 +241,7 @@ def round_case(
     cache = _mapped_pool(n, size) if mapped else None
     baseline = current_rss_mib()
     anon = AnonPeak()
-    if cache is not None:
-        from pal.data.cache import read_cache
-
-        arrays = read_cache(cache / "pool")
-        x = torch.from_numpy(arrays["x_train"].transpose(0, 3, 1, 2))
-        y = torch.from_numpy(arrays["y_train"])
-    else:
-        x, y = synthetic(n, size)
+    x, y = synthetic(n, size) if cache is None else _read_mapped(cache)
     x_test, y_test = synthetic(2000, size, seed=1)
     data = ImageData(
         f"synthetic-{n}x{size}", x, y, x_test, y_test, [str(i) for i in range(10)], "crop_flip"
@@ -358,9 +360,14 @@ def _below(n: int, side: int = 32) -> float:
     return n * 3 * side * side / 2 / 2**30
 
 
+def _mib(value: float | None) -> str:
+    """A MiB figure for the tables; ``-`` where none was measured (no GPU, or a row measured
+    before peak anon memory was)."""
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def _score_row(r: dict) -> str:
-    device = "-" if r["device_peak_mib"] is None else f"{r['device_peak_mib']:,.0f}"
-    anon = f"{r['peak_anon_mib']:,.0f}" if "peak_anon_mib" in r else "-"  # not measured before
+    device, anon = _mib(r.get("device_peak_mib")), _mib(r.get("peak_anon_mib"))
     return (
         f"| {r['n']:,} | {r['size']}x{r['size']} | {r['pool_mib']:,.0f} | {r['mode']} | "
         f"{r['seconds']:.1f} | {r['images_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | {anon} | "
@@ -370,8 +377,7 @@ def _score_row(r: dict) -> str:
 
 def _round_row(r: dict) -> str:
     budget = "default" if r["budget_gb"] is None else f"{r['budget_gb'] * 1024:,.0f} MiB"
-    device = "-" if r["device_peak_mib"] is None else f"{r['device_peak_mib']:,.0f}"
-    anon = f"{r['peak_anon_mib']:,.0f}" if "peak_anon_mib" in r else "-"  # not measured before
+    device, anon = _mib(r.get("device_peak_mib")), _mib(r.get("peak_anon_mib"))
     placement = r["placement"] + (", memory-mapped" if r.get("mapped") else "")
     return (
         f"| {r['n']:,} | {r['pool_mib']:,.0f} | {budget} | {placement} | "

@@ -151,7 +151,7 @@ def ray_map_chunks(
     context.execution_options.preserve_order = True  # outputs in pool order
     # Ray Data's per-run usage report queries a metrics server pal's clusters do not run
     os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
-    dataset = ray.data.from_numpy_refs(refs)
+    dataset, chunks = ray.data.from_numpy_refs(refs), len(refs)
     del refs  # the dataset's blocks hold the chunks now
     on = torch.is_autocast_enabled(device.type)
     autocast = torch.get_autocast_dtype(device.type) if on else None
@@ -174,7 +174,7 @@ def ray_map_chunks(
     if len(outs[0]) != n:
         raise RuntimeError(f"Ray Data scored {len(outs[0])} images of a pool of {n}")
     global _LAST_RUN
-    _LAST_RUN = RayRun(workers, nodes, -(-n // chunk), n, time.perf_counter() - start)
+    _LAST_RUN = RayRun(workers, nodes, chunks, n, time.perf_counter() - start)
     return tuple(torch.from_numpy(a).to(device) for a in outs)
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from pal.config import Config, ConfigError
 from pal.data import DataError, ImageData, load_dataset
-from pal.placement import HostImages, place
+from pal.placement import place
 from pal.pool import PendingQuery, Pool, PoolPlan, draw_candidates, draw_pool
 from pal.results import ExperimentResult, RoundRecord
 from pal.rng import derive_seed
@@ -131,10 +131,8 @@ class Experiment:
             config, device, self.data.x_train, self.data.x_test, pool_size=len(self.pool.unlabeled)
         )
         self.task.to(device, self.pool.labeled, self.missing_class_ids)
-        # statistics of the pool read in chunks from a view: a pool larger than memory (a
-        # memory-mapped decode cache) is never copied whole
         self.normalize = Normalizer(
-            HostImages(self.data.x_train, "cpu")[self.pool.indices], self.runtime.memory_format
+            self.data.x_train, self.runtime.memory_format, rows=self.pool.indices
         ).to(device)
         self.task_model: nn.Module | None = None
 

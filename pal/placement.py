@@ -5,10 +5,10 @@ host's on a CPU) the training and test images are moved to the device once, as u
 and every batch is gathered there by index. Above it they stay on the host as a
 :class:`HostImages`: indexing it gives a lazy view, and only a batch at a time is gathered on the
 host (from memory, or paged in from disk when the images are a decode cache's memory map,
-:mod:`pal.data.cache`) and copied to the device (pinned memory, the next chunk gathered while the device runs the
-current one). Every consumer reads images through :func:`take` (one batch) or ``x.split(n)``
-(inference chunks), so the two placements give the same batches, hence the same numbers for the
-same seed.
+:mod:`pal.data.cache`) and copied to the device (pinned memory, the next chunk gathered while the
+device runs the current one). Every consumer reads images through :func:`take` (one batch) or
+``x.split(n)`` (inference chunks), so the two placements give the same batches, hence the same
+numbers for the same seed.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from torch.optim import swa_utils
 
 from pal.config import ConfigError
 from pal.distributed import ChunkFn
-from pal.placement import Images, take
+from pal.placement import HostImages, Images, take
 from pal.randaugment import rand_augment
 from pal.rng import global_rng_from
 from pal.segmentation import IGNORE
@@ -238,9 +238,19 @@ class Normalizer:
     """``uint8 [B, C, H, W] -> float [B, C, H, W]``, standardised by the training set's channel
     statistics, in ``memory_format`` (``torch.channels_last`` feeds convolutions in NHWC)."""
 
-    def __init__(self, x_train: Images, memory_format=torch.contiguous_format):
+    def __init__(
+        self,
+        x_train: Images,
+        memory_format=torch.contiguous_format,
+        rows: Any = None,
+    ):
+        """Statistics of ``x_train`` (``uint8 [N, C, H, W]``), or of its ``rows`` (``int64
+        [P]``, e.g. the pool), gathered a chunk at a time: a pool larger than memory (a
+        memory-mapped decode cache) is never copied whole."""
+        if rows is not None:
+            x_train = HostImages(x_train, x_train.device)[rows]
         # channel sums in float64 over chunks of 256: no float copy of the whole set
-        # (Cityscapes' is gigabytes); a HostImages view is gathered a chunk at a time
+        # (Cityscapes' is gigabytes)
         total = torch.zeros(x_train.shape[1], dtype=torch.float64)
         squares = torch.zeros_like(total)
         for chunk in x_train.split(256):

@@ -34,7 +34,7 @@ from pal.data import UNKNOWN_LABEL, ImageData, load_dataset
 from pal.distributed import last_ray_run
 from pal.labeling import studio
 from pal.labeling.project import Project, ProjectError, csv_text
-from pal.placement import HostImages, place
+from pal.placement import place
 from pal.pool import draw_candidates
 from pal.rng import derive_seed, numpy_rng
 from pal.scoring import k_center_greedy
@@ -204,8 +204,7 @@ def next_batch(
     placement, (x, x_test) = place(
         cfg, device, state.data.x_train, state.data.x_test, pool_size=len(state.offerable)
     )
-    pool_view = HostImages(state.data.x_train, "cpu")[state.pool]  # read in chunks, not copied
-    normalize = Normalizer(pool_view, runtime.memory_format).to(device)
+    normalize = Normalizer(state.data.x_train, runtime.memory_format, rows=state.pool).to(device)
     augment_mode = state.data.default_augment if cfg.augment == "auto" else cfg.augment
     info: dict[str, Any] = {
         "round": r,
