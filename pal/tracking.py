@@ -13,7 +13,8 @@ Where runs go: an explicit ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else 
 What a run holds: every config key as a param, ``config.yaml``; per round (``step`` = round)
 the accuracies, sizes, timings, class shares and the strategy's query metrics; per round
 ``rounds/round_<rrr>.json`` (the :class:`pal.results.RoundRecord`, with ``selected``), and
-``learning_curve.png`` re-drawn after every round.
+``learning_curve.png`` re-drawn after every round; as tags, the code that made it
+(:mod:`pal.provenance`: package version, git commit, dirty or not).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from pal.config import Config, ConfigError
+from pal.provenance import CODE_VERSION_TAG, code_version, merge_versions
 from pal.results import RoundRecord, metric_key
 
 logger = logging.getLogger(__name__)
@@ -339,7 +341,7 @@ class MLflowTracker:
         self.experiment_id = get_or_create_experiment(
             self.client, self.experiment_name, self.tracking_uri
         )
-        tags = dict(self.tags)
+        tags = {**code_version(), **self.tags}
         if self.parent_run_id:
             tags[_PARENT_RUN_TAG] = self.parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
@@ -360,9 +362,11 @@ class MLflowTracker:
         self.run_name = run.info.run_name or self.run_name
         self.client.update_run(self._run_id, status="RUNNING")
         self._underfit = run.data.tags.get(UNDERFIT_TAG, "").split()
-        if self.tags:
-            tags = [RunTag(k, v) for k, v in self.tags.items()]
-            self.client.log_batch(self._run_id, tags=tags)
+        versions = merge_versions(
+            run.data.tags.get(CODE_VERSION_TAG), code_version()[CODE_VERSION_TAG]
+        )
+        tags = {**self.tags, CODE_VERSION_TAG: versions}
+        self.client.log_batch(self._run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         history = {
             key: {m.step: m.value for m in self.client.get_metric_history(self._run_id, key)}
             for key in _CURVE_KEYS
@@ -455,7 +459,9 @@ def start_sweep_run(tracking_uri: str, experiment_name: str, name: str, job: dic
     client = MlflowClient(tracking_uri)
     experiment_id = get_or_create_experiment(client, experiment_name, tracking_uri)
     run = client.create_run(
-        experiment_id, run_name=f"sweep-{name}", tags={"pal.kind": "sweep", "pal.sweep": name}
+        experiment_id,
+        run_name=f"sweep-{name}",
+        tags={"pal.kind": "sweep", "pal.sweep": name, **code_version()},
     )
     params = {f"base.{k}": v for k, v in job.get("base", {}).items()}
     params.update({f"search.{k}": v for k, v in job.get("search_space", {}).items()})
@@ -554,9 +560,10 @@ def load_study(tracking_uri: str, study: str) -> dict[str, Any]:
     Returns:
         ``{"name", "parent_run_id", "experiment_id", "pairs", "runs": [...]}`` (``pairs``: the
         study's variant -> reference map, ``{}`` if none), one entry per nested run:
-        ``{"run_id", "run_name", "status", "variant", "params": {key: str},
+        ``{"run_id", "run_name", "status", "variant", "code_version", "params": {key: str},
         "history": {metric: {round: value}}}`` (``variant`` is the ``pal.variant`` tag, else
-        the strategy).
+        the strategy; ``code_version`` the ``pal.code_version`` tag, ``None`` on runs logged
+        before pal tagged them).
     """
     client = MlflowClient(tracking_uri)
     parent = find_study_run(tracking_uri, study)
@@ -578,6 +585,7 @@ def load_study(tracking_uri: str, study: str) -> dict[str, Any]:
                 "run_name": run.info.run_name,
                 "status": run.info.status,
                 "variant": run.data.tags.get("pal.variant", params.get("strategy", "-")),
+                "code_version": run.data.tags.get(CODE_VERSION_TAG),
                 "params": params,
                 "history": history,
             }
@@ -646,7 +654,7 @@ def log_label_round(
         run = client.create_run(
             experiment_id,
             run_name=project_name,
-            tags={"pal.kind": "label", **(tags or {})},
+            tags={"pal.kind": "label", **code_version(), **(tags or {})},
         )
         run_id = run.info.run_id
         params = [Param(k, _param_value(v)) for k, v in info["config"].items()]
