@@ -38,7 +38,10 @@ class Config:
     metric and the scoring network's with the lowest validation loss, out of ``val_checks``
     evaluations spread over the epochs (``last``, or no validation set: the last epoch).
     ``fit_threshold`` is the training-set accuracy below which a round warns that a network
-    underfits (``null``: 0.99 for classification, off for segmentation). ``randaugment_ops`` /
+    underfits (``null``: 0.99 for classification, off for segmentation). ``epochs_task_max``
+    (``null``: off) trains the task network until it fits: a network below ``fit_threshold`` on
+    its training set is trained again from scratch with twice the epochs, up to
+    ``epochs_task_max``, and the round records the epochs it kept. ``randaugment_ops`` /
     ``randaugment_magnitude`` add RandAugment to the task network's augmentation and ``swa``
     averages its weights from ``swa_start`` of the epochs on.
 
@@ -93,6 +96,7 @@ class Config:
     model_selection: str = "best_val"
     val_checks: int = 10
     fit_threshold: float | None = None
+    epochs_task_max: int | None = None
     randaugment_ops: int = 0
     randaugment_magnitude: float = 0.3
     swa: bool = False
@@ -331,6 +335,11 @@ def _check_ranges(c: Config) -> None:
         c.fit_threshold is None or 0.0 <= c.fit_threshold <= 1.0,
         "fit_threshold",
         "in [0, 1] or null",
+    )
+    need(
+        c.epochs_task_max is None or c.epochs_task_max >= c.epochs_task,
+        "epochs_task_max",
+        f">= epochs_task ({c.epochs_task}) or null",
     )
     need(c.randaugment_ops >= 0, "randaugment_ops", ">= 0")
     need(0.0 <= c.randaugment_magnitude <= 1.0, "randaugment_magnitude", "in [0, 1]")

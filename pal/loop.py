@@ -200,7 +200,9 @@ class Experiment:
             val_acc, test_acc, task_metrics = self.task.evaluate(
                 self.task_model, self.x_train, self.pool.val, self.x_test, self.normalize
             )
-            train_acc = self.task.score(self.task_model, self.x_train, labeled, self.normalize)
+            train_acc = fitted.train_metric  # measured by epochs_task_max's fit check, if on
+            if train_acc is None:
+                train_acc = self.task.score(self.task_model, self.x_train, labeled, self.normalize)
             eval_seconds = time.perf_counter() - t_eval
         underfit = [
             name
@@ -231,7 +233,9 @@ class Experiment:
             task_metrics=task_metrics,
             val_auc=sum(finite) / len(finite) if finite else math.nan,
             train_accuracy=train_acc,
-            task_epoch=fitted.chosen_epoch,
+            task_epoch=fitted.report.chosen_epoch,
+            task_epochs=fitted.epochs,
+            task_fit_attempts=fitted.attempts,
             underfit=underfit,
         )
         with self.runtime.autocast():

@@ -56,7 +56,12 @@ class RoundRecord:
         train_accuracy: the task's metric of the task network on ``D_L`` against the oracle's
             labels (eval mode, no augmentation): below ``fit_threshold`` it underfits.
         task_epoch: the epoch whose weights the task network kept (``model_selection``; 0: the
-            SWA average).
+            SWA average), out of its ``task_epochs``.
+        task_epochs: the epochs the kept task network trained for: ``epochs_task``, or with
+            ``epochs_task_max`` the first doubling whose network reached ``fit_threshold`` on
+            ``D_L``, else ``epochs_task_max`` (0: not recorded).
+        task_fit_attempts: how many task networks the round trained from scratch to keep one
+            (1 unless ``epochs_task_max`` retrained an underfit network).
         underfit: the training-set metrics below ``fit_threshold`` this round:
             ``train_accuracy`` (the task network) and the strategy's fit metrics (PAL's scoring
             network: ``scoring/rotation_train_accuracy``, ``scoring/class_train_accuracy``).
@@ -81,6 +86,8 @@ class RoundRecord:
     val_auc: float = math.nan
     train_accuracy: float = math.nan
     task_epoch: int = 0
+    task_epochs: int = 0
+    task_fit_attempts: int = 1
     underfit: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -98,6 +105,8 @@ class RoundRecord:
             "test_accuracy": self.test_accuracy,
             "train_accuracy": self.train_accuracy,
             "task_epoch": self.task_epoch,
+            "task_epochs": self.task_epochs,
+            "task_fit_attempts": self.task_fit_attempts,
             "val_auc": self.val_auc,
             "n_labeled": self.n_labeled,
             "n_pool": self.n_pool,
@@ -170,12 +179,16 @@ class ExperimentResult:
 def format_table(rounds: list[RoundRecord], metric: str = "accuracy") -> str:
     """The rounds as a plain-text table; every number comes from :meth:`RoundRecord.metrics`
     (query metrics with a ``/`` in their key, per sub-query or per network, are left to
-    MLflow)."""
+    MLflow). When a round trained its task network more than once (``epochs_task_max``), a
+    column ``epochs (trainings)`` holds each round's ``task_epochs`` and ``task_fit_attempts``."""
     extra = sorted({metric_key(k) for r in rounds for k in r.query_metrics if "/" not in k})
+    refit = any(r.task_fit_attempts > 1 for r in rounds)
     name = "acc" if metric == "accuracy" else metric
     head = ["round", "labeled", f"train_{name}", f"val_{name}", f"test_{name}", "noisy", "seconds"]
     head.append("top query classes")
     head[7:7] = extra
+    if refit:
+        head.insert(3, "epochs (trainings)")
     rows = []
     for r in rounds:
         m = r.metrics()
@@ -191,6 +204,8 @@ def format_table(rounds: list[RoundRecord], metric: str = "accuracy") -> str:
             ", ".join(f"{k}:{v:.2f}" for k, v in top) or "-",
         ]
         row[7:7] = [_fmt(m.get(k, math.nan)) for k in extra]
+        if refit:
+            row.insert(3, f"{m['task_epochs']:.0f} ({m['task_fit_attempts']:.0f})")
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]

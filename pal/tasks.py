@@ -11,6 +11,7 @@ segmentation) is what they record as ``val_accuracy`` / ``test_accuracy``.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 
 import numpy as np
@@ -54,6 +55,35 @@ class Oracle:
 
     def __call__(self, indices: np.ndarray) -> np.ndarray:
         return self.labels[indices]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskFit:
+    """How a round's task network was trained (:meth:`Task.train`).
+
+    Attributes:
+        report: the :class:`~pal.training.FitReport` of the kept network's training.
+        epochs: the epochs the kept network trained for (``epochs_task``, or with
+            ``epochs_task_max`` the doubling that fit, or the cap).
+        attempts: how many networks the round trained from scratch (1 with ``epochs_task_max``
+            null).
+        train_metric: the kept network's training-set metric (:meth:`Task.score` on ``D_L``) when
+            the fit-until-fitted mode measured it; ``None`` when it did not (the mode off).
+    """
+
+    report: FitReport
+    epochs: int
+    attempts: int = 1
+    train_metric: float | None = None
+
+
+def epoch_schedule(epochs: int, epochs_max: int | None) -> list[int]:
+    """The epochs of each training the fit-until-fitted mode may run: ``epochs``, then twice as
+    many each time, capped at ``epochs_max`` (``[epochs]`` alone when ``epochs_max`` is null)."""
+    schedule = [epochs]
+    while epochs_max is not None and schedule[-1] < epochs_max:
+        schedule.append(min(2 * schedule[-1], epochs_max))
+    return schedule
 
 
 class Task(abc.ABC):
@@ -103,9 +133,11 @@ class Task(abc.ABC):
         r: int,
         progress: ProgressFn | None,
         select: Selection | None,
+        epochs: int,
     ) -> FitReport:
-        """Train ``model`` on the images ``x[idx]`` with the oracle's annotations in round ``r``
-        (every random draw from ``(seed, "task", r)``), keeping the weights ``select`` picks."""
+        """Train ``model`` for ``epochs`` epochs on the images ``x[idx]`` with the oracle's
+        annotations in round ``r`` (every random draw from ``(seed, "task", r)``), keeping the
+        weights ``select`` picks."""
 
     @abc.abstractmethod
     def score(self, model: nn.Module, x: torch.Tensor, idx: np.ndarray, normalize: Normalizer):
@@ -181,10 +213,44 @@ class Task(abc.ABC):
         normalize: Normalizer,
         augment_mode: str,
         progress: ProgressFn | None,
-    ) -> tuple[nn.Module, FitReport]:
+    ) -> tuple[nn.Module, TaskFit]:
         """Train a fresh task network on ``D_L = x[labeled]`` for round ``r``; with
         ``model_selection=best_val`` and a validation set ``x[val]``, keep the checked epoch
-        with the best validation metric."""
+        with the best validation metric.
+
+        With ``epochs_task_max`` set (the fit-until-fitted mode), a network whose training-set
+        metric (:meth:`score` on ``D_L``) is below :attr:`fit_threshold` is trained again from
+        scratch with twice the epochs, up to ``epochs_task_max``; the round keeps the first
+        network that fits, else the one trained for ``epochs_task_max`` epochs. Every training
+        draws from ``(seed, round)`` alone, so the kept network is the one a round with
+        ``epochs_task`` set to its epochs trains.
+        """
+        cfg = self.config
+        args = (x, labeled, val, r, normalize, augment_mode, progress)
+        if cfg.epochs_task_max is None:
+            model, report = self._train_once(*args, cfg.epochs_task)
+            return model, TaskFit(report, cfg.epochs_task)
+        attempts = 0
+        for epochs in epoch_schedule(cfg.epochs_task, cfg.epochs_task_max):
+            model, report = self._train_once(*args, epochs)
+            attempts += 1
+            metric = self.score(model, x, labeled, normalize)
+            if not metric < self.fit_threshold:  # it fits (NaN, no labeled image: nothing to judge)
+                break
+        return model, TaskFit(report, epochs, attempts, metric)
+
+    def _train_once(
+        self,
+        x: torch.Tensor,
+        labeled: np.ndarray,
+        val: np.ndarray,
+        r: int,
+        normalize: Normalizer,
+        augment_mode: str,
+        progress: ProgressFn | None,
+        epochs: int,
+    ) -> tuple[nn.Module, FitReport]:
+        """A fresh task network for round ``r``, trained for ``epochs`` epochs."""
         cfg = self.config
         with seeded_init(cfg.seed, "task-init", r):
             model = self.build_model(x.shape[1], tuple(x.shape[2:]))
@@ -193,7 +259,7 @@ class Task(abc.ABC):
         select = None
         if cfg.model_selection == "best_val" and len(val):
             select = Selection(lambda: -self.score(model, x, val, normalize), cfg.val_checks)
-        report = self.fit(model, x, idx, normalize, augment_mode, r, progress, select)
+        report = self.fit(model, x, idx, normalize, augment_mode, r, progress, select, epochs)
         return model, report
 
 
@@ -227,9 +293,9 @@ class ClassificationTask(Task):
         backbone = build_backbone(cfg.task_backbone, channels, hw)
         return TaskNet(backbone, self.num_classes, dropout=cfg.dropout)
 
-    def fit(self, model, x, idx, normalize, augment_mode, r, progress, select) -> FitReport:
+    def fit(self, model, x, idx, normalize, augment_mode, r, progress, select, epochs) -> FitReport:
         cfg = self.config
-        spec = FitSpec.from_config(cfg, "task")
+        spec = dataclasses.replace(FitSpec.from_config(cfg, "task"), epochs=epochs)
         gen = torch_generator(x.device, cfg.seed, "task", r)
         randaugment = (cfg.randaugment_ops, cfg.randaugment_magnitude)
         with dropout_generator(model, torch_generator(x.device, cfg.seed, "task-dropout", r)):
@@ -326,8 +392,8 @@ class SegmentationTask(Task):
     def build_model(self, channels: int, hw: tuple[int, int]) -> nn.Module:
         return build_segnet(self.config.task_backbone, channels, self.num_classes)
 
-    def fit(self, model, x, idx, normalize, augment_mode, r, progress, select) -> FitReport:
-        spec = FitSpec.from_config(self.config, "task")
+    def fit(self, model, x, idx, normalize, augment_mode, r, progress, select, epochs) -> FitReport:
+        spec = dataclasses.replace(FitSpec.from_config(self.config, "task"), epochs=epochs)
         seed = self.config.seed
         gen = torch_generator(x.device, seed, "task", r)
         masks = self.labels[idx]

@@ -101,6 +101,7 @@ CONFIG_CASES = [
     ({"query_size": 0}, "query_size: must be >= 1 or null, got 0"),
     ({"pool_size": 1}, "pool_size: must be >= 2 or null, got 1"),
     ({"missing_classes": ["3", 3]}, "missing_classes: must be unique, got ('3', '3')"),
+    ({"epochs_task_max": 10}, "epochs_task_max: must be >= epochs_task (30) or null, got 10"),
     # types
     ({"rounds": "three"}, "rounds: expected an integer, got 'three'"),
     ({"rounds": 2.5}, "rounds: expected an integer, got 2.5"),
@@ -109,6 +110,7 @@ CONFIG_CASES = [
     ({"lambda1": "high"}, "lambda1: expected a number, got 'high'"),
     ({"dataset": 7}, "dataset: expected a string, got 7"),
     ({"seed": None}, "seed: must be set (got null)"),
+    ({"epochs_task_max": "many"}, "epochs_task_max: expected an integer, got 'many'"),
     ({"missing_classes": {"a": 1}}, "missing_classes: expected a list, got {'a': 1}"),
 ]
 

@@ -1,9 +1,11 @@
 """Fitting: checkpoint selection on validation, SWA, the training-set fit check and its
-warnings, and the scoring network's fit metrics in PAL's query."""
+warnings, training the task network until it fits (``epochs_task_max``), and the scoring
+network's fit metrics in PAL's query."""
 
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import pytest
@@ -13,7 +15,8 @@ from torch import nn
 
 import pal
 from pal.config import ConfigError
-from pal.results import RoundRecord
+from pal.results import ExperimentResult, RoundRecord
+from pal.tasks import epoch_schedule
 from pal.training import FitSpec, Selection, UnderfitWarning, fit, warn_underfit
 from tests.conftest import FAST
 
@@ -116,6 +119,8 @@ def test_warn_underfit_warns_below_the_threshold_only():
         ("randaugment_ops", -1),
         ("randaugment_magnitude", 2.0),
         ("swa_start", 1.0),
+        ("epochs_task_max", 29),  # below epochs_task (30)
+        ("epochs_task_max", 0),
     ],
 )
 def test_bad_fitting_keys_are_refused_by_name(key, value):
@@ -234,3 +239,109 @@ def test_the_scoring_network_is_selected_on_the_classes_its_labeled_set_holds(di
     assert not torch.isin(kept, torch.tensor([3, 7])).any()
     assert val.numel() == int((~torch.isin(exp.task.labels[ctx.val], torch.tensor([3, 7]))).sum())
     assert 0 < val.numel() < ctx.val.numel()
+
+
+# ------------------------------------------------------------------ epochs_task_max
+def _rounds_with_trainings(config, data):
+    """Every round's record of ``config`` and the epochs of each task network it trained, in
+    order (seen through the per-epoch progress callback)."""
+    trainings: list[int] = []
+
+    def progress(phase, epoch, epochs):
+        if phase == "task" and epoch == 1:
+            trainings.append(epochs)
+
+    exp = pal.Experiment(config, data=data, progress=progress)
+    out = []
+    for record in exp.rounds():
+        out.append((record, list(trainings)))
+        trainings.clear()
+    return out
+
+
+def _same_numbers(record: RoundRecord) -> dict:
+    """The record without its wall times."""
+    return {k: v for k, v in record.to_dict().items() if "seconds" not in k}
+
+
+def test_epoch_schedule_doubles_up_to_the_cap():
+    assert epoch_schedule(30, None) == [30]
+    assert epoch_schedule(30, 30) == [30]
+    assert epoch_schedule(30, 100) == [30, 60, 100]
+    assert epoch_schedule(3, 12) == [3, 6, 12]
+
+
+def test_epochs_task_max_must_be_null_or_at_least_epochs_task():
+    message = "epochs_task_max: must be >= epochs_task (4) or null, got 3"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        pal.make_config(epochs_task=4, epochs_task_max=3)
+    with pytest.raises(ConfigError, match="epochs_task_max"):
+        pal.make_config(epochs_task_max=8).replace(epochs_task=9)
+    assert pal.make_config(epochs_task=4, epochs_task_max=4).epochs_task_max == 4
+    assert pal.make_config().epochs_task_max is None
+
+
+def test_an_underfit_task_network_is_trained_again_with_doubled_epochs_until_it_fits(digits):
+    threshold = 0.5  # two epochs on 40 digits (four SGD steps) stay far below it
+    kw = {**FAST, "strategy": "random", "rounds": 0, "epochs_task": 2, "fit_threshold": threshold}
+    config = pal.make_config(**kw, epochs_task_max=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnderfitWarning)  # the kept network fits: no warning
+        [(record, trainings)] = _rounds_with_trainings(config, digits)
+    assert record.task_fit_attempts >= 2
+    assert trainings == epoch_schedule(2, 32)[: record.task_fit_attempts]
+    assert record.task_epochs == trainings[-1] < 32  # it fit before the cap
+    assert record.train_accuracy >= threshold and record.underfit == []
+    assert 1 <= record.task_epoch <= record.task_epochs
+    metrics = record.metrics()
+    assert metrics["task_epochs"] == record.task_epochs
+    assert metrics["task_fit_attempts"] == record.task_fit_attempts
+
+    # the kept network is the one a round trains with epochs_task set to its epochs, and the
+    # doubling before it was below the threshold
+    [(kept, once)] = _rounds_with_trainings(
+        pal.make_config(**{**kw, "epochs_task": record.task_epochs}), digits
+    )
+    assert once == [record.task_epochs]
+    for key in ("train_accuracy", "val_accuracy", "test_accuracy", "task_epoch"):
+        assert getattr(kept, key) == getattr(record, key), key
+    with pytest.warns(UnderfitWarning):
+        [(before, _)] = _rounds_with_trainings(
+            pal.make_config(**{**kw, "epochs_task": trainings[-2]}), digits
+        )
+    assert before.train_accuracy < threshold
+
+
+def test_a_task_network_underfit_at_the_cap_is_kept_recorded_and_reported(digits):
+    config = pal.make_config(
+        **{**FAST, "strategy": "random", "rounds": 1, "epochs_task": 1},
+        epochs_task_max=3,
+        fit_threshold=1.0,  # a few SGD steps never fit 40 digits perfectly
+    )
+    with pytest.warns(UnderfitWarning, match="train_accuracy"):
+        first = _rounds_with_trainings(config, digits)
+    for record, trainings in first:
+        assert trainings == [1, 2, 3]
+        assert (record.task_epochs, record.task_fit_attempts) == (3, 3)
+        assert record.train_accuracy < 1.0 and "train_accuracy" in record.underfit
+    table = ExperimentResult(config, [r for r, _ in first], list(map(str, range(10)))).table()
+    assert "epochs (trainings)" in table.splitlines()[0] and "3 (3)" in table
+
+    with pytest.warns(UnderfitWarning):
+        second = _rounds_with_trainings(config, digits)  # the same seed: the same rounds
+    assert [_same_numbers(r) for r, _ in second] == [_same_numbers(r) for r, _ in first]
+
+
+def test_without_epochs_task_max_each_round_trains_once_for_epochs_task(digits):
+    kw = {**FAST, "strategy": "random", "rounds": 1, "epochs_task": 2, "fit_threshold": 0.0}
+    off = _rounds_with_trainings(pal.make_config(**kw), digits)
+    for record, trainings in off:
+        assert trainings == [2]
+        assert (record.task_epochs, record.task_fit_attempts) == (2, 1)
+    table = ExperimentResult(pal.make_config(**kw), [r for r, _ in off], []).table()
+    assert "epochs (trainings)" not in table
+    # on, with a network that fits the threshold at once: the same rounds, number for number
+    # (the training-set accuracy its fit check measured is the one the round records)
+    on = _rounds_with_trainings(pal.make_config(**kw, epochs_task_max=8), digits)
+    assert [t for _, t in on] == [[2], [2]]
+    assert [_same_numbers(r) for r, _ in on] == [_same_numbers(r) for r, _ in off]

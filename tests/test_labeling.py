@@ -219,6 +219,26 @@ def test_import_is_idempotent_and_skipped_tasks_are_never_offered_again(tmp_path
     assert main(argv) == 0  # the batch is done: labeled or skipped
     second = {r["path"] for r in read_csv(project / "rounds/002/batch.csv")}
     assert not second & set(batch)
+    info = json.loads((project / "rounds/002/round.json").read_text())
+    assert (info["task_epochs"], info["task_fit_attempts"]) == (3, 1)  # epochs_task, once
+
+
+def test_a_round_trains_its_task_network_until_it_fits_or_the_cap(tmp_path, demo):
+    # fit_threshold 1.0: a few SGD steps on ten images never fit them all, so every doubling up
+    # to epochs_task_max (3, then 6) is tried and the fit check reports the kept network
+    project = make_project(
+        tmp_path, demo, "--set", "epochs_task_max=6", "--set", "fit_threshold=1.0"
+    )
+    argv = ["label", "next", str(project), "--n", "10", "--quiet", "--no-tracking"]
+    assert main(argv) == 0  # label-free: no task network yet
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(studio_export(project, demo / "answers.csv", 1)))
+    assert main(["label", "import", str(project), str(export)]) == 0
+    assert main(argv) == 0
+    info = json.loads((project / "rounds/002/round.json").read_text())
+    assert (info["task_epochs"], info["task_fit_attempts"]) == (6, 2)
+    assert 1 <= info["task_epoch"] <= 6
+    assert info["train_accuracy"] < 1.0 and "train_accuracy" in info["underfit"]
 
 
 def test_a_second_command_is_refused_while_one_holds_the_lock(tmp_path, demo):

@@ -226,9 +226,14 @@ def next_batch(
             )
             timings["train"] = time.perf_counter() - t
             t = time.perf_counter()
-            info["train_accuracy"] = task.score(model, x, state.labeled, normalize)
+            train_accuracy = fitted.train_metric  # measured by epochs_task_max's fit check
+            if train_accuracy is None:
+                train_accuracy = task.score(model, x, state.labeled, normalize)
+            info["train_accuracy"] = train_accuracy
             info["val_accuracy"] = task.score(model, x, state.val, normalize)
-            info["task_epoch"] = fitted.chosen_epoch
+            info["task_epoch"] = fitted.report.chosen_epoch
+            info["task_epochs"] = fitted.epochs
+            info["task_fit_attempts"] = fitted.attempts
             if len(state.data.x_test):
                 info["test_accuracy"] = task.evaluate(
                     model, x, np.empty(0, np.int64), x_test, normalize
