@@ -91,6 +91,16 @@ def sweep(job: str | os.PathLike, **options):
     return run_sweep(job, **options)
 
 
+def until_decided(job: str | os.PathLike, **options):
+    """Grow an ablation study until its verdicts are decided; see :func:`pal.studies.until_decided`.
+
+    >>> pal.until_decided("ablations/mnist_strategies.py", max_seeds=10)  # doctest: +SKIP
+    """
+    from pal.studies import until_decided as grow
+
+    return grow(job, **options)
+
+
 def report(study: str | os.PathLike, **options):
     """Figures and tables of a sweep or ablation study from MLflow; see :func:`pal.reports.report`.
 
@@ -121,4 +131,5 @@ __all__ = [
     "report",
     "run_experiment",
     "sweep",
+    "until_decided",
 ]

@@ -3,6 +3,7 @@
 pal run --config configs/digits.yaml --set lambda2=0 --set seed=3 [--output result.json]
         [--tracking-uri URI | --no-tracking]
 pal sweep tune_jobs/quickstart.py | pal ablate ablations/components.py --smoke
+pal ablate ablations/mnist_strategies.py --seeds 5 | --until-decided --max-seeds 10
 pal report components
 pal label next shoes/ --n 200   (pal label --help: the labeling commands)
 pal list
@@ -18,6 +19,9 @@ from tqdm.auto import tqdm
 
 from pal.config import ConfigError, make_config, parse_override
 from pal.labeling.cli import add_label_parser
+from pal.stats import ALPHA, BOUNDARIES, CORRECTIONS
+from pal.studies import DEFAULT_BATCH
+from pal.verdicts import DEFAULT_EFFECT
 
 
 class ProgressBars:
@@ -102,13 +106,64 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    if args.until_decided:
+        from pal.studies import until_decided
+
+        if args.max_seeds is None:
+            raise ConfigError("--max-seeds: --until-decided needs the most seeds a comparison gets")
+        if args.seeds is not None or variants is not None or args.resume:
+            raise ConfigError(
+                "--until-decided: chooses its own trials; drop --seeds, --variants and --resume "
+                "(run the same command again to continue an interrupted study)"
+            )
+        until_decided(
+            args.job,
+            max_seeds=args.max_seeds,
+            batch=args.batch,
+            boundary=args.boundary,
+            correction=args.correction,
+            smoke=args.smoke,
+            tracking_uri=args.tracking_uri,
+            address=args.address,
+            storage_path=args.storage_path,
+        )
+        print(f"verdicts: pal report {args.job}")
+        return 0
+    for flag in ("max_seeds", "correction"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag.replace('_', '-')}: only with --until-decided")
+    from pal.sweeps import sweep
+
+    sweep(
+        args.job,
+        smoke=args.smoke,
+        resume=args.resume,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        storage_path=args.storage_path,
+        seeds=args.seeds,
+        variants=variants,
+    )
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from pal.reports import report
 
     result = report(
-        args.study, tracking_uri=args.tracking_uri, out_dir=args.out, log=not args.no_log
+        args.study,
+        tracking_uri=args.tracking_uri,
+        out_dir=args.out,
+        log=not args.no_log,
+        correction=args.correction,
+        alpha=args.alpha,
+        effect=args.effect / 100.0,
     )
     print(result.markdown)
+    for note in result.warnings:
+        print(f"pal report: warning: {note}", file=sys.stderr)
     print(f"wrote {', '.join(sorted(result.files))} to {result.folder}")
     if not args.no_log:
         print(f"and as artifacts report/* of the study's run {result.parent_run_id}")
@@ -186,7 +241,43 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--tracking-uri", help="MLflow store (default as for pal sweep)")
     ab.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
     ab.add_argument("--storage-path", help="as for pal sweep")
-    ab.set_defaults(func=_cmd_sweep, num_samples=None)
+    ab.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="run the study's first N seeds; grows the job's last study, running only the "
+        "(variant, seed) trials it has not finished",
+    )
+    ab.add_argument(
+        "--variants",
+        metavar="A,B",
+        help="run only these variants (comma-separated); grows the job's last study as --seeds",
+    )
+    ab.add_argument(
+        "--until-decided",
+        action="store_true",
+        help="add seeds in batches to the comparisons whose verdict is open, decided by a "
+        "group-sequential design with Holm's correction, up to --max-seeds",
+    )
+    ab.add_argument("--max-seeds", type=int, metavar="M", help="with --until-decided")
+    ab.add_argument(
+        "--batch",
+        type=int,
+        default=DEFAULT_BATCH,
+        help=f"with --until-decided: seeds added per look (default {DEFAULT_BATCH})",
+    )
+    ab.add_argument(
+        "--boundary",
+        choices=BOUNDARIES,
+        default="obrien_fleming",
+        help="with --until-decided: the group-sequential boundary (default obrien_fleming)",
+    )
+    ab.add_argument(
+        "--correction",
+        choices=CORRECTIONS,
+        help="with --until-decided: the family-wise correction (default: the job's, else holm)",
+    )
+    ab.set_defaults(func=_cmd_ablate)
 
     rep = sub.add_parser(
         "report", help="figures and tables of a study from its MLflow runs (PNG, CSV, Markdown)"
@@ -195,6 +286,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="folder to write (default reports/<study>-<run id>)")
     rep.add_argument("--tracking-uri", help="MLflow store (default as for pal sweep)")
     rep.add_argument("--no-log", action="store_true", help="do not attach to the study's run")
+    rep.add_argument(
+        "--correction",
+        choices=CORRECTIONS,
+        help="family-wise correction of the verdicts (default: the job's, else holm)",
+    )
+    rep.add_argument(
+        "--alpha", type=float, default=ALPHA, help="the family's error rate (default 0.05)"
+    )
+    rep.add_argument(
+        "--effect",
+        type=float,
+        default=100 * DEFAULT_EFFECT,
+        metavar="POINTS",
+        help="the AUC difference, in points, the seeds-needed column is for (default 1)",
+    )
     rep.set_defaults(func=_cmd_report)
 
     add_label_parser(sub)

@@ -22,8 +22,9 @@ A sweep is described by a *job file*: a Python file whose ``get_job()`` returns 
 
 A job with ``variants`` (named config overrides) and ``seeds`` is an ablation study: one trial per
 (variant, seed), on a grid; ``pairs`` (variant -> its reference variant) has ``pal report`` compare
-each variant with its own reference instead of ``random``. The objective of every job is
-:data:`OBJECTIVE`.
+each variant with its own reference instead of ``random``, and ``correction`` (``holm``, the
+default, or ``none``) is how ``pal report`` holds the family of those comparisons at its error
+rate (:mod:`pal.verdicts`). The objective of every job is :data:`OBJECTIVE`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 
 from pal.config import ConfigError, make_config
 from pal.data import absolute_dataset
+from pal.stats import CORRECTIONS
 
 OBJECTIVE = "val_auc"  # a round's val_auc: the mean validation metric over the rounds so far
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint", "grid")
@@ -58,6 +60,7 @@ JOB_KEYS = {
     "variants": dict,
     "seeds": list,
     "pairs": dict,
+    "correction": str,
     "smoke": dict,
 }
 
@@ -83,6 +86,7 @@ class SweepJob:
     variants: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     seeds: list[int] = dataclasses.field(default_factory=list)
     pairs: dict[str, str] = dataclasses.field(default_factory=dict)
+    correction: str = "holm"
     smoke: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def smoke_sized(self) -> SweepJob:
@@ -131,6 +135,8 @@ def validate_job(job: SweepJob) -> None:
     """Check every search-space entry and that the base config with sampled values is valid."""
     if job.num_samples < 1:
         raise ConfigError(f"num_samples: must be >= 1, got {job.num_samples}")
+    if job.correction not in CORRECTIONS:
+        raise ConfigError(f"correction: must be one of {list(CORRECTIONS)}, got {job.correction!r}")
     if job.max_concurrent_trials < 1:
         raise ConfigError(f"max_concurrent_trials: must be >= 1, got {job.max_concurrent_trials}")
     for name in job.resources_per_trial:
@@ -161,6 +167,23 @@ def validate_job(job: SweepJob) -> None:
             )
         for value in _corners(spec):
             make_config(job.base, **{key: value})
+
+
+def study_seeds(job: SweepJob, n: int) -> list[int]:
+    """The first ``n`` seeds of an ablation study: the job's ``seeds``, then the integers after
+    the largest of them (a study grown to ``n`` seeds keeps the seeds it has)."""
+    seeds = list(job.seeds)
+    following = max(seeds, default=-1) + 1
+    while len(seeds) < n:
+        seeds.append(following)
+        following += 1
+    return seeds[:n]
+
+
+def study_cells(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
+    """The (variant, seed) trials of a study, seed-major: every variant of the first seed, then
+    of the second, ..., so that a study stopped at any point has whole seeds."""
+    return [(variant, seed) for seed in seeds for variant in variants]
 
 
 def _corners(spec: list) -> list:

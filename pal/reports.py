@@ -4,20 +4,23 @@
 parent run and writes into a folder, and under ``report/`` on the parent run:
 
 - ``accuracy.png`` / ``accuracy.csv``: test accuracy (mIoU for segmentation) against percent
-  labeled, one line per variant, mean and a band of one standard deviation over its runs (its
-  seeds, in an ablation study; Figures 1, 2, 4 and 5);
+  labeled, one line per variant, mean and a band of one sample standard deviation over its
+  runs (its seeds, in an ablation study; Figures 1, 2, 4 and 5);
 - ``missing_classes.png`` / ``.csv`` (studies with ``missing_classes``): the share of each query
   taken from the classes missing from the initial pool (Figure 3 right);
 - ``correlations.csv``: Pearson and Spearman correlation of ``S_S`` and ``S_C`` on the unlabeled
   pool per dataset and variant (Table 1);
-- ``paired_difference.png``: each variant's test accuracy less the reference's (``random``) in
+- ``paired_difference.png``: each variant's test accuracy less its reference's (``random``) in
   runs of the same seed, mean and 95% t band over the shared seeds, against percent labeled;
-- ``report.md``: those tables, the seconds per round of each variant, the labels saved: how
-  many labels each variant needs to reach the final accuracy of ``random``, and the verdicts:
-  each variant against ``random``, paired by seed (:func:`paired_verdicts`).
+- ``report.md`` / ``report.json``: those tables, the seconds per round of each variant, and the
+  verdicts (:mod:`pal.verdicts`): each variant against its reference, paired by seed, decided
+  as a family with Holm's correction (or none, when asked), with the effect each comparison
+  could detect, the seeds it would need, and the labels it saves (:mod:`pal.labels_saved`).
 
-Everything below :func:`report` works on plain data (``pal.tracking.load_study``'s dicts), so the
-aggregation is tested without a store; MLflow itself is only touched through ``pal.tracking``.
+The report warns when the study's runs come from more than one code version
+(:mod:`pal.provenance`). Everything below :func:`report` works on plain data
+(``pal.tracking.load_study``'s dicts), so the aggregation is tested without a store; MLflow
+itself is only touched through ``pal.tracking``.
 """
 
 from __future__ import annotations
@@ -28,15 +31,27 @@ import json
 import math
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pal.config import ConfigError
+from pal.labels_saved import DESCRIPTION as LABELS_SAVED_DESCRIPTION
+from pal.labels_saved import saved_cell
 from pal.results import json_safe
+from pal.stats import ALPHA, CORRECTIONS, SequentialDesign
+from pal.verdicts import (
+    DEFAULT_EFFECT,
+    MIN_SEEDS,
+    Verdict,
+    metric_matrix,
+    paired_verdicts,
+    percent_labeled,
+)
 
-REFERENCE = "random"  # the labels-saved line is measured against this variant's final accuracy
+REFERENCE = "random"  # the variant every other is compared with, unless a study has pairs
 COLORS = (
     "#1f77b4",
     "#ff7f0e",
@@ -60,13 +75,17 @@ class Curve:
     n_labeled: np.ndarray  # mean |D_L| per round
     percent: np.ndarray  # mean percent labeled per round (NaN when the pool size is unknown)
     mean: np.ndarray
-    std: np.ndarray  # population std over runs (0 for one run)
+    std: np.ndarray  # sample std over runs (n - 1; NaN for one run)
     runs: np.ndarray  # how many runs have the round
 
 
 @dataclasses.dataclass
 class StudyReport:
-    """What :func:`report` wrote: ``files`` (name -> path) and the numbers behind them."""
+    """What :func:`report` wrote: ``files`` (name -> path) and the numbers behind them.
+
+    ``labels_saved`` is each compared variant's one labels-saved figure (its verdict's);
+    ``code_versions`` counts the finished runs per ``pal.code_version`` (``unknown``: runs
+    logged before pal tagged them); ``warnings`` what the report warns of at its top."""
 
     name: str
     parent_run_id: str | None
@@ -74,12 +93,14 @@ class StudyReport:
     files: dict[str, Path]
     accuracy: dict[str, Curve]
     missing: dict[str, Curve]
-    labels_saved: dict[str, dict[str, float | None]]
+    labels_saved: dict[str, dict[str, Any]]
     correlations: list[dict[str, Any]]
     seconds: dict[str, dict[str, float]]
     colors: dict[str, str]
     markdown: str
     verdicts: list[Verdict] = dataclasses.field(default_factory=list)
+    code_versions: dict[str, int] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------- entry point
@@ -89,6 +110,9 @@ def report(
     tracking_uri: str | None = None,
     out_dir: str | os.PathLike | None = None,
     log: bool = True,
+    correction: str | None = None,
+    alpha: float = ALPHA,
+    effect: float = DEFAULT_EFFECT,
 ) -> StudyReport:
     """Write a study's figures and tables; attach them to its parent run when ``log``.
 
@@ -98,20 +122,41 @@ def report(
         tracking_uri: the MLflow store (default as for ``pal.run_experiment``).
         out_dir: the folder to write (default ``reports/<name>-<run id[:8]>``).
         log: also log the files as artifacts ``report/*`` of the parent run.
+        correction: the family-wise correction, ``holm`` or ``none`` (default: the study job's
+            ``correction``, else ``holm``).
+        alpha: the family's error rate.
+        effect: the AUC difference (a fraction: 0.01 is one point) the seeds-needed column is
+            computed for.
 
     Raises:
-        ConfigError: ``study: ...`` when the store has no such study or it has no finished run.
+        ConfigError: ``study: ...`` when the store has no such study or it has no finished run;
+            ``correction``/``alpha``/``effect`` naming what is allowed.
     """
     from pal.tracking import check_tracking_store, load_study, log_report, resolve_tracking_uri
 
+    check_report_options(correction, alpha, effect)
     uri = resolve_tracking_uri(tracking_uri)
     check_tracking_store(uri)
     data = load_study(uri, _study_name(study))
     folder = Path(out_dir or Path("reports") / f"{data['name']}-{data['parent_run_id'][:8]}")
-    result = write_report(data, folder)
+    result = write_report(data, folder, correction=correction, alpha=alpha, effect=effect)
     if log:
         log_report(uri, data["parent_run_id"], folder)
     return result
+
+
+def check_report_options(correction: str | None, alpha: float, effect: float) -> None:
+    """Refuse a correction, level or effect a report cannot use.
+
+    Raises:
+        ConfigError: naming the option and what is allowed.
+    """
+    if correction is not None and correction not in CORRECTIONS:
+        raise ConfigError(f"correction: must be one of {list(CORRECTIONS)}, got {correction!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"alpha: must be in (0, 1), got {alpha!r}")
+    if not effect > 0.0:
+        raise ConfigError(f"effect: must be > 0 (a fraction of the metric), got {effect!r}")
 
 
 def _study_name(study: str | os.PathLike) -> str:
@@ -125,8 +170,19 @@ def _study_name(study: str | os.PathLike) -> str:
 
 
 # ---------------------------------------------------------------------- plain data -> files
-def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyReport:
-    """Aggregate ``study`` (see :func:`pal.tracking.load_study`) and write the files."""
+def write_report(
+    study: dict[str, Any],
+    folder: str | os.PathLike,
+    *,
+    correction: str | None = None,
+    alpha: float = ALPHA,
+    effect: float = DEFAULT_EFFECT,
+) -> StudyReport:
+    """Aggregate ``study`` (see :func:`pal.tracking.load_study`) and write the files.
+
+    ``correction`` defaults to the study's (its job's ``correction``), else ``holm``; a study
+    grown with ``--until-decided`` is decided by its recorded ``sequential`` design."""
+    check_report_options(correction, alpha, effect)
     runs = [r for r in study["runs"] if r["status"] == "FINISHED"]
     skipped = [r for r in study["runs"] if r["status"] != "FINISHED"]
     if not runs:
@@ -142,8 +198,29 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
 
     metric = study_metric(runs)
     reference = reference_variant(runs)
+    pairs = study.get("pairs") or {}
+    correction = correction or study.get("correction") or "holm"
+    design = SequentialDesign(**study["sequential"]) if study.get("sequential") else None
+    verdicts = paired_verdicts(
+        runs,
+        "test_accuracy",
+        reference,
+        pairs=pairs,
+        correction=correction,
+        alpha=alpha,
+        effect=effect,
+        design=design,
+    )
+    saved = {v.variant: v.labels_saved for v in verdicts}
+    versions = code_versions(runs)
+    notes = []
+    if len(versions) > 1:
+        listed = ", ".join(f"`{v}` ({n} runs)" for v, n in versions.items())
+        notes.append(
+            f"the study's finished runs come from {len(versions)} code versions: {listed}; "
+            "a verdict across them compares code as well as methods"
+        )
     accuracy = curves(runs, "test_accuracy")
-    saved = labels_saved(accuracy, reference)
     files["accuracy.csv"] = _write_curves_csv(accuracy, folder / "accuracy.csv", "test_accuracy")
     files["accuracy.png"] = folder / "accuracy.png"
     plot_curves(
@@ -151,8 +228,8 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
         files["accuracy.png"],
         colors,
         ylabel=f"test {metric}",
-        title=f"{study['name']}: {metric} vs labeled (mean ± 1 std over runs)",
-        target=_target(accuracy, saved),
+        title=f"{study['name']}: {metric} vs labeled (mean ± 1 sample std over runs)",
+        target=_target(accuracy, reference if not pairs else None, metric),
     )
 
     missing = curves([with_missing_share(r) for r in runs], "missing_class_share", first_round=1)
@@ -170,8 +247,6 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
             by_round=True,
         )
 
-    pairs = study.get("pairs") or {}
-    verdicts = paired_verdicts(runs, "test_accuracy", reference, pairs=pairs)
     if any(v.rounds for v in verdicts):
         against = "its pair's" if pairs else f"{reference}'s"
         files["paired_difference.png"] = folder / "paired_difference.png"
@@ -188,7 +263,7 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
         files["correlations.csv"] = _write_rows_csv(corr, folder / "correlations.csv")
     seconds = round_seconds(runs)
     markdown = render_markdown(
-        study, accuracy, missing, saved, corr, seconds, skipped, metric, verdicts
+        study, accuracy, missing, corr, seconds, skipped, metric, verdicts, notes, design
     )
     files["report.md"] = folder / "report.md"
     files["report.md"].write_text(markdown)
@@ -200,12 +275,21 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
                     "study": study["name"],
                     "parent_run_id": study.get("parent_run_id"),
                     "metric": metric,
+                    "family": {
+                        "comparisons": len(verdicts),
+                        "family_size": verdicts[0].family_size if verdicts else 0,
+                        "correction": correction,
+                        "alpha": alpha,
+                        "design": design.to_dict() if design else None,
+                    },
                     "accuracy": {v: _curve_dict(c) for v, c in accuracy.items()},
                     "missing_class_share": {v: _curve_dict(c) for v, c in missing.items()},
                     "labels_saved": saved,
                     "verdicts": [v.as_dict() for v in verdicts],
                     "correlations": corr,
                     "seconds": seconds,
+                    "code_versions": versions,
+                    "warnings": notes,
                 }
             ),
             indent=1,
@@ -225,7 +309,16 @@ def write_report(study: dict[str, Any], folder: str | os.PathLike) -> StudyRepor
         colors=colors,
         markdown=markdown,
         verdicts=verdicts,
+        code_versions=versions,
+        warnings=notes,
     )
+
+
+def code_versions(runs: list[dict]) -> dict[str, int]:
+    """Runs per code version (``pal.code_version``; a run resumed by other code counts under
+    each of its versions; ``unknown`` for runs without the tag), most common first."""
+    counts = Counter(word for r in runs for word in (r.get("code_version") or "unknown").split())
+    return dict(counts.most_common())
 
 
 # ---------------------------------------------------------------------- aggregation
@@ -241,9 +334,9 @@ def curves(runs: list[dict], metric: str, first_round: int = 0) -> dict[str, Cur
         rounds = sorted({s for r in group for s in r["history"][metric] if s >= first_round})
         if not rounds:
             continue
-        values = _matrix(group, metric, rounds)  # [runs, R], NaN where a run lacks a round
-        labeled = _matrix(group, "n_labeled", rounds)
-        percent = np.stack([_percent(r, rounds) for r in group])
+        values = metric_matrix(group, metric, rounds)  # [runs, R], NaN where a run lacks one
+        labeled = metric_matrix(group, "n_labeled", rounds)
+        percent = np.stack([percent_labeled(r, rounds) for r in group])
         runs_per_round = np.isfinite(values).sum(axis=0)
         out[variant] = Curve(
             variant=variant,
@@ -269,315 +362,7 @@ def reference_variant(runs: list[dict]) -> str | None:
     return None
 
 
-def labels_saved(
-    accuracy: dict[str, Curve], reference: str | None
-) -> dict[str, dict[str, float | None]]:
-    """Labels each variant needs to reach the reference's final mean accuracy.
-
-    The mean curve is interpolated linearly in ``|D_L|`` between rounds. ``needed`` is ``None``
-    when a variant never reaches the target; ``saved`` is the reference's final ``|D_L|`` less
-    ``needed`` (positive: fewer labels than the reference) and ``saved_percent`` the same as a
-    percent of the reference's labels.
-    """
-    if reference is None or reference not in accuracy:
-        return {}
-    ref = accuracy[reference]
-    target, ref_labels = float(ref.mean[-1]), float(ref.n_labeled[-1])
-    out = {}
-    for variant, curve in accuracy.items():
-        needed = first_crossing(curve.n_labeled, curve.mean, target)
-        out[variant] = {
-            "reference": variant == reference,
-            "target_accuracy": target,
-            "reference_labels": ref_labels,
-            "needed": needed,
-            "saved": None if needed is None else ref_labels - needed,
-            "saved_percent": None if needed is None else 100.0 * (ref_labels - needed) / ref_labels,
-        }
-    return out
-
-
-def first_crossing(x: np.ndarray, y: np.ndarray, target: float) -> float | None:
-    """The smallest ``x`` where the piecewise-linear ``y(x)`` reaches ``target`` (or ``None``).
-
-    >>> first_crossing(np.array([100., 200.]), np.array([0.8, 0.9]), 0.85)
-    150.0
-    """
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) == 0:
-        return None
-    if y[0] >= target:
-        return float(x[0])
-    above = np.nonzero(y >= target)[0]
-    if len(above) == 0:
-        return None
-    i = int(above[0])
-    x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
-    return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
-
-
-# ---------------------------------------------------------------------- paired verdicts
-MIN_SEEDS = 3  # fewer shared seeds than this: no verdict and no intervals
-CONFIDENCE = 0.95
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0  # fixed, so a report is reproducible
-MIN_DEFINED_SHARE = 0.95  # labels-saved interval only when this share of resamples defines it
-NO_VERDICT = f"no verdict (fewer than {MIN_SEEDS} shared seeds)"
-
-
-@dataclasses.dataclass
-class Paired:
-    """A variant's and the reference's runs matched by seed: arrays are ``[seeds, rounds]``,
-    over the seeds both have a finished run for and the rounds all those runs logged."""
-
-    seeds: list[str]
-    rounds: np.ndarray  # [R]
-    variant: np.ndarray  # the metric
-    reference: np.ndarray
-    variant_labeled: np.ndarray  # |D_L|
-    reference_labeled: np.ndarray
-    percent: np.ndarray  # the variant's percent labeled (NaN when the pool size is unknown)
-
-
-@dataclasses.dataclass
-class RoundDifference:
-    """At one round: ``diff``, the mean over shared seeds of (variant - reference) in the metric
-    (a fraction, not points), and ``ci``, its 95% paired t interval ``[low, high]`` (``None``
-    with fewer than :data:`MIN_SEEDS` seeds); ``n_labeled``/``percent_labeled`` are the
-    variant's means over those seeds."""
-
-    round: int
-    n_labeled: float
-    percent_labeled: float
-    diff: float
-    ci: list[float] | None
-
-
-@dataclasses.dataclass
-class Verdict:
-    """A variant against the reference, paired by seed (see :func:`paired_verdicts`).
-
-    ``auc_diff``: the mean over shared seeds of the paired difference in the area under the
-    learning curve, a run's AUC being its mean metric over rounds 1..R (``None`` without shared
-    seeds or query rounds); ``auc_ci``: its 95% paired t interval ``[low, high]``; ``verdict``:
-    ``better``/``worse`` when that interval lies wholly above/below 0, else ``no difference
-    detected``, or a ``no verdict (...)`` saying why there is none. ``labels_saved``: see
-    :func:`bootstrap_labels_saved`.
-    """
-
-    variant: str
-    reference: str
-    metric: str
-    n_seeds: int
-    seeds: list[str]
-    auc_diff: float | None
-    auc_ci: list[float] | None
-    verdict: str
-    rounds: list[RoundDifference]
-    labels_saved: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def paired_verdicts(
-    runs: list[dict],
-    metric: str,
-    reference: str | None,
-    *,
-    pairs: dict[str, str] | None = None,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-) -> list[Verdict]:
-    """Every other variant against ``reference``, paired by seed (the same seed is the same
-    initial pool), one :class:`Verdict` each; ``[]`` without a reference. With ``pairs``
-    (variant -> its own reference, a study's ``pairs``), those comparisons instead, for the
-    variants that have runs.
-
-    Only finished runs, the seeds both variants have and the rounds all those runs logged count.
-    Round 0 (the shared initial pool) is in ``rounds`` but not in the AUC.
-    """
-    present = list(dict.fromkeys(r["variant"] for r in runs))
-    if pairs:
-        compared = [(v, ref) for v, ref in pairs.items() if v in present and ref in present]
-    elif reference is None:
-        return []
-    else:
-        compared = [(v, reference) for v in present if v != reference]
-    return [
-        _verdict(pair_by_seed(runs, v, ref, metric), v, ref, metric, resamples, seed)
-        for v, ref in compared
-    ]
-
-
-def pair_by_seed(runs: list[dict], variant: str, reference: str, metric: str) -> Paired:
-    """``variant``'s and ``reference``'s finished runs matched on the ``seed`` param.
-
-    A seed run twice counts once, with its later run (``load_study`` lists runs by start time).
-    """
-    ours, theirs = _by_seed(runs, variant, metric), _by_seed(runs, reference, metric)
-    seeds = sorted(ours.keys() & theirs.keys(), key=_seed_key)
-    pairs = [(ours[s], theirs[s]) for s in seeds]
-    steps = [set(r["history"][metric]) for pair in pairs for r in pair]
-    rounds = sorted(set.intersection(*steps)) if steps else []
-    a, b = [p[0] for p in pairs], [p[1] for p in pairs]
-    return Paired(
-        seeds=seeds,
-        rounds=np.asarray(rounds, dtype=int),
-        variant=_matrix(a, metric, rounds),
-        reference=_matrix(b, metric, rounds),
-        variant_labeled=_matrix(a, "n_labeled", rounds),
-        reference_labeled=_matrix(b, "n_labeled", rounds),
-        percent=np.array([_percent(r, rounds) for r in a], dtype=float).reshape(
-            len(a), len(rounds)
-        ),
-    )
-
-
-def paired_t_interval(
-    diffs: np.ndarray, level: float = CONFIDENCE
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean of ``diffs`` over axis 0 (the seeds) and its paired t interval:
-    ``mean ± t_{(1+level)/2, n-1} · sd / sqrt(n)``, ``sd`` with ``n - 1``; NaN bounds for n < 2.
-    """
-    from scipy.stats import t
-
-    diffs = np.asarray(diffs, dtype=float)
-    n = diffs.shape[0]
-    mean = diffs.mean(axis=0) if n else np.full(diffs.shape[1:], math.nan)
-    if n < 2:
-        nan = np.full_like(mean, math.nan)
-        return mean, nan, nan.copy()
-    half = t.ppf((1 + level) / 2, n - 1) * diffs.std(axis=0, ddof=1) / math.sqrt(n)
-    return mean, mean - half, mean + half
-
-
-def bootstrap_labels_saved(
-    paired: Paired,
-    *,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-    level: float = CONFIDENCE,
-) -> dict[str, Any]:
-    """Labels saved (as :func:`labels_saved`: the reference's final ``|D_L|`` less the labels the
-    variant needs to reach the reference's final mean accuracy) on the shared seeds' mean curves,
-    with a bootstrap interval over seeds.
-
-    Returns ``{"saved", "saved_percent", "ci", "resamples", "defined", "seed"}``: ``saved``
-    ``None`` when the variant's mean curve never reaches the target; ``ci`` the
-    ``(1 ± level)/2`` percentiles of labels saved over ``resamples`` resamples of the seeds with
-    replacement (a ``numpy`` Generator seeded with ``seed``), ignoring the resamples where it is
-    undefined; ``defined`` how many resamples define it; ``ci`` is ``None`` with fewer than
-    :data:`MIN_SEEDS` seeds (then ``resamples`` is 0) or when under :data:`MIN_DEFINED_SHARE`
-    of the resamples define it.
-    """
-    n = len(paired.seeds)
-    curves_ = (paired.variant, paired.variant_labeled, paired.reference, paired.reference_labeled)
-    point = ref_labels = math.nan
-    if n and len(paired.rounds):
-        point = float(_saved_on_means(*(c.mean(axis=0, keepdims=True) for c in curves_))[0])
-        ref_labels = float(paired.reference_labeled[:, -1].mean())
-    out: dict[str, Any] = {
-        "saved": None if math.isnan(point) else point,
-        "saved_percent": None if math.isnan(point) else 100.0 * point / ref_labels,
-        "ci": None,
-        "resamples": 0,
-        "defined": 0,
-        "seed": seed,
-    }
-    if n < MIN_SEEDS or len(paired.rounds) == 0:
-        return out
-    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    saved = _saved_on_means(*(c[idx].mean(axis=1) for c in curves_))  # [resamples]
-    defined = saved[np.isfinite(saved)]
-    out["resamples"], out["defined"] = resamples, int(len(defined))
-    if len(defined) >= MIN_DEFINED_SHARE * resamples:
-        tail = 100 * (1 - level) / 2
-        out["ci"] = [float(v) for v in np.percentile(defined, [tail, 100 - tail])]
-    return out
-
-
-def first_crossings(x: np.ndarray, y: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """:func:`first_crossing` row by row: ``x``, ``y`` ``[B, R]``, ``target`` ``[B]`` -> ``[B]``,
-    NaN where a row never reaches its target (NaN points are not skipped: a NaN just before
-    the crossing makes the row NaN)."""
-    above = y >= target[:, None]
-    i = above.argmax(axis=1)
-    rows = np.arange(len(y))
-    prev = np.maximum(i - 1, 0)
-    x0, x1, y0, y1 = x[rows, prev], x[rows, i], y[rows, prev], y[rows, i]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = x0 + (target - y0) * (x1 - x0) / (y1 - y0)
-    return np.where(above.any(axis=1), np.where(i == 0, x1, between), math.nan)
-
-
-def _verdict(
-    p: Paired, variant: str, reference: str, metric: str, resamples: int, seed: int
-) -> Verdict:
-    n = len(p.seeds)
-    diff, low, high = paired_t_interval(p.variant - p.reference)
-    query = p.rounds >= 1
-    auc_diff = auc_ci = None
-    if n and query.any():
-        auc = p.variant[:, query].mean(axis=1) - p.reference[:, query].mean(axis=1)
-        mean, lo, hi = (float(v) for v in paired_t_interval(auc))
-        auc_diff, auc_ci = mean, ([lo, hi] if n >= MIN_SEEDS else None)
-    if n < MIN_SEEDS:
-        verdict = NO_VERDICT
-    elif auc_ci is None:
-        verdict = "no verdict (no shared query rounds)"
-    else:
-        verdict = (
-            "better" if auc_ci[0] > 0 else "worse" if auc_ci[1] < 0 else "no difference detected"
-        )
-    rounds = [
-        RoundDifference(
-            round=int(r),
-            n_labeled=float(_nanmean(p.variant_labeled[:, i])),
-            percent_labeled=float(_nanmean(p.percent[:, i])),
-            diff=float(diff[i]),
-            ci=[float(low[i]), float(high[i])] if n >= MIN_SEEDS else None,
-        )
-        for i, r in enumerate(p.rounds)
-    ]
-    return Verdict(
-        variant=variant,
-        reference=reference,
-        metric=metric,
-        n_seeds=n,
-        seeds=p.seeds,
-        auc_diff=auc_diff,
-        auc_ci=auc_ci,
-        verdict=verdict,
-        rounds=rounds,
-        labels_saved=bootstrap_labels_saved(p, resamples=resamples, seed=seed),
-    )
-
-
-def _saved_on_means(
-    acc: np.ndarray, labeled: np.ndarray, ref_acc: np.ndarray, ref_labeled: np.ndarray
-) -> np.ndarray:
-    """Labels saved per row of mean curves ``[B, R]``: the reference's last ``|D_L|`` less where
-    the variant first reaches the reference's last accuracy (NaN: never)."""
-    return ref_labeled[:, -1] - first_crossings(labeled, acc, ref_acc[:, -1])
-
-
-def _by_seed(runs: list[dict], variant: str, metric: str) -> dict[str, dict]:
-    return {
-        str(r["params"]["seed"]): r
-        for r in runs
-        if r["variant"] == variant
-        and r.get("status", "FINISHED") == "FINISHED"
-        and r["params"].get("seed") is not None
-        and r["history"].get(metric)
-    }
-
-
-def _seed_key(seed: str) -> tuple[int, int | str]:
-    return (0, int(seed)) if seed.lstrip("-").isdigit() else (1, seed)
-
-
+# ---------------------------------------------------------------------- per-run tables
 def with_missing_share(run: dict) -> dict:
     """``run`` with a ``missing_class_share`` history, computed from its per-class query shares
     and its ``missing_classes`` when the run did not log the share itself."""
@@ -612,7 +397,7 @@ def correlations(runs: list[dict]) -> list[dict[str, Any]]:
             )
             values = values[np.isfinite(values)]
             row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
-            row[f"{metric}_std"] = float(values.std()) if len(values) else math.nan
+            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
             row["queries"] = len(values)
         rows.append(row)
     return rows
@@ -711,11 +496,14 @@ def _finish(fig, ax, path: Path, ylabel: str, title: str) -> None:
     fig.savefig(path, format="png")
 
 
-def _target(accuracy: dict[str, Curve], saved: dict) -> tuple[float, str] | None:
-    if not saved:
+def _target(
+    accuracy: dict[str, Curve], reference: str | None, metric: str
+) -> tuple[float, str] | None:
+    """The reference's final mean (the labels-saved target) as a line on the accuracy plot."""
+    if reference is None or reference not in accuracy:
         return None
-    first = next(iter(saved.values()))
-    return first["target_accuracy"], f"{REFERENCE}'s final accuracy"
+    curve = accuracy[reference]
+    return float(curve.mean[-1]), f"{reference}'s final {metric} ({int(curve.runs[-1])} runs)"
 
 
 def study_metric(runs: list[dict[str, Any]]) -> str:
@@ -729,49 +517,40 @@ def render_markdown(
     study: dict[str, Any],
     accuracy: dict[str, Curve],
     missing: dict[str, Curve],
-    saved: dict[str, dict],
     corr: list[dict],
     seconds: dict[str, dict[str, float]],
     skipped: list[dict],
     metric: str = "accuracy",
     verdicts: list[Verdict] | None = None,
+    notes: list[str] | None = None,
+    design: SequentialDesign | None = None,
 ) -> str:
     lines = [f"# Study `{study['name']}`", ""]
     if study.get("parent_run_id"):
         lines += [f"MLflow parent run `{study['parent_run_id']}`.", ""]
-    lines += [f"## Test {metric} (mean ± std over runs)", "", *_curve_table(accuracy, True), ""]
-    if saved:
-        target = next(iter(saved.values()))
-        lines += [
-            f"## Labels saved (to reach {REFERENCE}'s final accuracy "
-            f"{target['target_accuracy']:.4f} at {target['reference_labels']:.0f} labels)",
-            "",
-            "| variant | labels needed | labels saved |",
-            "| --- | --- | --- |",
-        ]
-        for variant, row in saved.items():
-            if row["reference"]:
-                lines.append(f"| {variant} | {row['reference_labels']:.0f} | (reference) |")
-            elif row["needed"] is None:
-                lines.append(f"| {variant} | not reached | - |")
-            else:
-                lines.append(
-                    f"| {variant} | {row['needed']:.0f} | {row['saved']:.0f} "
-                    f"({row['saved_percent']:.1f}%) |"
-                )
-        lines.append("")
+    for note in notes or []:
+        lines += [f"**Warning:** {note}.", ""]
+    lines += [
+        f"## Test {metric} (mean ± sample std over runs)",
+        "",
+        *_curve_table(accuracy, True),
+        "",
+    ]
     if verdicts:
-        lines += [*_verdict_table(verdicts, metric), ""]
+        lines += [*_verdict_table(verdicts, metric, design), ""]
+        lines += [*_labels_saved_table(verdicts, metric), ""]
+        lines += [*_per_round_table(verdicts, metric), ""]
     if missing:
         lines += [
-            "## Share of each query from the classes missing at the start",
+            "## Share of each query from the classes missing at the start "
+            "(mean ± sample std over runs)",
             "",
             *_curve_table(missing, False),
             "",
         ]
     if corr:
         lines += [
-            "## S_S vs S_C correlation on the unlabeled pool (Table 1)",
+            "## S_S vs S_C correlation on the unlabeled pool (Table 1; mean ± sample std)",
             "",
             "| dataset | variant | runs | queries | Pearson | Spearman |",
             "| --- | --- | --- | --- | --- | --- |",
@@ -803,45 +582,138 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _verdict_table(verdicts: list[Verdict], metric: str) -> list[str]:
+def family_sentence(verdicts: list[Verdict], design: SequentialDesign | None = None) -> str:
+    """What the verdicts are, as a family: how many comparisons, the correction, the design."""
+    v = verdicts[0]
+    m, total = v.family_size, len(verdicts)
+    untested = (
+        f" ({total - m} of the {total} without a verdict are not counted)" if m < total else ""
+    )
+    level = f"{100 * v.alpha:g}%"
+    if v.correction == "holm":
+        text = (
+            f"The family is {m} comparison{'s' if m != 1 else ''}{untested}; its family-wise "
+            f"error rate (the chance of any false `better` or `worse`) is held at {level} by "
+            "Holm's step-down procedure: `p (Holm)` is each comparison's adjusted p-value and "
+            f"the verdict is `better`/`worse` where it is at most {v.alpha:g}."
+        )
+    else:
+        worst = 1 - (1 - v.alpha) ** max(m, 1)
+        text = (
+            f"The family is {m} comparison{'s' if m != 1 else ''}{untested}, each tested at "
+            f"{level} on its own (correction `none`): with {m} comparisons the chance of at "
+            f"least one false `better` or `worse` is up to {100 * worst:.0f}%."
+        )
+    if design is not None:
+        crit = ", ".join(
+            f"{n}: {c:.2f}"
+            for n, c in zip(design.looks, design.critical_values(v.alpha), strict=True)
+        )
+        text += (
+            f" The study was grown until decided with a group-sequential design: looks at "
+            f"{', '.join(map(str, design.looks))} seeds, {design.boundary.replace('_', '-')} "
+            "boundary on each comparison's paired t statistic (|t| to cross, for one comparison "
+            f"at {level}, by seeds: {crit}); `p` is the repeated p-value over the looks reached, "
+            "and a comparison short of its last look without a decision is `open`."
+        )
+    return text
+
+
+def _verdict_table(
+    verdicts: list[Verdict], metric: str, design: SequentialDesign | None = None
+) -> list[str]:
     references = list(dict.fromkeys(v.reference for v in verdicts))
     one = len(references) == 1
     reference = f"`{references[0]}`" if one else "its reference"
+    v0 = verdicts[0]
+    effect = f"{100 * v0.effect:g}"
     lines = [
         f"## Verdicts (against {reference}, paired by seed)",
         "",
         f"Each run is paired with {f'the {reference} run' if one else 'its reference'} of the "
-        "same seed (the same initial pool), "
-        "over the seeds and rounds both finished. AUC: the mean test "
-        f"{metric} over rounds 1..R, its difference in {metric} points with a 95% paired t "
-        "interval; `better`/`worse` when that interval lies wholly above/below 0. Labels saved: on "
-        f"the shared seeds' mean curves, with a 95% bootstrap interval ({BOOTSTRAP_RESAMPLES} "
-        f"resamples of the seeds, seed {BOOTSTRAP_SEED}). Fewer than {MIN_SEEDS} shared seeds: "
-        "no verdict and no intervals.",
+        "same seed (the same initial pool), over the seeds and rounds both finished. AUC: the "
+        f"mean test {metric} over rounds 1..R; its difference in {metric} points with a 95% "
+        "paired t interval for the comparison alone (not adjusted for the family). "
+        + family_sentence(verdicts, design)
+        + f" Fewer than {MIN_SEEDS} shared seeds, a non-finite {metric}, a round one side "
+        "lacks, labeled counts that differ, or zero variance: no verdict, and the reason. "
+        f"Detectable: the smallest AUC difference (points) the comparison detects with 80% "
+        f"power at its seeds and their spread, at the strictest level the family holds it to "
+        f"({_level_text(v0)}); seeds for {effect} point: what that would take for a "
+        f"{effect}-point difference.",
         "",
-        "| variant | reference | seeds | AUC difference (points, 95% CI) | labels saved (95% CI) "
-        "| verdict |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"| variant | reference | seeds | AUC difference (points, 95% CI) | p | "
+        f"p ({'Holm' if v0.correction == 'holm' else 'unadjusted'}) | verdict | detectable "
+        f"(80% power) | seeds for {effect} point |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for v in verdicts:
         lines.append(
             f"| {v.variant} | {v.reference} | {v.n_seeds} | {_points(v.auc_diff, v.auc_ci)} | "
-            f"{_saved_cell(v.labels_saved)} | {v.verdict} |"
+            f"{_p(v.p_value)} | {_p(v.p_adjusted)} | {v.verdict} | "
+            f"{_num(100 * v.detectable_effect, 2) if v.detectable_effect else '-'} | "
+            f"{v.seeds_needed if v.seeds_needed else '-'} |"
         )
-    rounds = sorted({d.round for v in verdicts for d in v.rounds})
-    if rounds:
-        lines += [
-            "",
-            f"Per round: the mean paired difference in test {metric} (points, 95% t interval).",
-            "",
-            "| variant | reference | " + " | ".join(f"round {r}" for r in rounds) + " |",
-            "| --- | --- |" + " --- |" * len(rounds),
-        ]
-        for v in verdicts:
-            by_round = {d.round: _points(d.diff, d.ci) for d in v.rounds}
-            cells = " | ".join(by_round.get(r, "-") for r in rounds)
-            lines.append(f"| {v.variant} | {v.reference} | {cells} |")
+    flagged = [v for v in verdicts if v.flags]
+    if flagged:
+        lines.append("")
+        for v in flagged:
+            text = "; ".join(v.flags)
+            if v.underfit:
+                text += ": " + "; ".join(v.underfit)
+            lines.append(f"- **{v.variant}**: {text}.")
     return lines
+
+
+def _labels_saved_table(verdicts: list[Verdict], metric: str) -> list[str]:
+    shown = [v for v in verdicts if v.labels_saved.get("saved") is not None]
+    if not shown:
+        return []
+    lines = [
+        f"## Labels saved (to reach the reference's final {metric}, on the shared seeds)",
+        "",
+        LABELS_SAVED_DESCRIPTION.replace("accuracy", metric) + " The verdict remains the AUC's.",
+        "",
+        f"| variant | reference | seeds | target {metric} | labels saved (interval) "
+        "| % of the reference's labels |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for v in shown:
+        saved = v.labels_saved
+        lines.append(
+            f"| {v.variant} | {v.reference} | {saved['n_seeds']} | {saved['target']:.4f} | "
+            f"{saved_cell(saved)} | {saved_cell(saved, percent=True)} |"
+        )
+    return lines
+
+
+def _per_round_table(verdicts: list[Verdict], metric: str) -> list[str]:
+    rounds = sorted({d.round for v in verdicts for d in v.rounds})
+    if not rounds:
+        return []
+    lines = [
+        f"Per round: the mean paired difference in test {metric} (points, 95% t interval).",
+        "",
+        "| variant | reference | " + " | ".join(f"round {r}" for r in rounds) + " |",
+        "| --- | --- |" + " --- |" * len(rounds),
+    ]
+    for v in verdicts:
+        by_round = {d.round: _points(d.diff, d.ci) for d in v.rounds}
+        cells = " | ".join(by_round.get(r, "-") for r in rounds)
+        lines.append(f"| {v.variant} | {v.reference} | {cells} |")
+    return lines
+
+
+def _level_text(v: Verdict) -> str:
+    if v.correction == "holm" and v.family_size > 1:
+        return f"{v.alpha:g} / {v.family_size} = {v.alpha / v.family_size:.4g}"
+    return f"{v.alpha:g}"
+
+
+def _p(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.3g}" if value >= 1e-4 else f"{value:.1e}"
 
 
 def _points(diff: float | None, ci: list[float] | None) -> str:
@@ -851,16 +723,6 @@ def _points(diff: float | None, ci: list[float] | None) -> str:
     if ci is not None:
         text += f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
     return text
-
-
-def _saved_cell(saved: dict[str, Any]) -> str:
-    of = f"{saved['defined']}/{saved['resamples']} resamples"
-    if saved["saved"] is None:
-        return f"not reached (reached in {of})" if saved["resamples"] else "not reached"
-    text = f"{saved['saved']:.0f}"
-    if saved["ci"] is not None:
-        return f"{text} [{saved['ci'][0]:.0f}, {saved['ci'][1]:.0f}]"
-    return f"{text} (no interval: defined in {of})" if saved["resamples"] else text
 
 
 def _curve_table(curves_: dict[str, Curve], percent: bool) -> list[str]:
@@ -910,26 +772,6 @@ def _write_rows_csv(rows: list[dict], path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------- helpers
-def _matrix(runs: list[dict], metric: str, rounds: list[int]) -> np.ndarray:
-    return np.array(
-        [[r["history"].get(metric, {}).get(s, math.nan) for s in rounds] for r in runs],
-        dtype=float,
-    ).reshape(len(runs), len(rounds))
-
-
-def _percent(run: dict, rounds: list[int]) -> np.ndarray:
-    """Percent labeled per round: the logged metric, else from ``pool_size - val_size``."""
-    logged = run["history"].get("percent_labeled")
-    if logged:
-        return np.array([logged.get(s, math.nan) for s in rounds], dtype=float)
-    labeled = np.array([run["history"].get("n_labeled", {}).get(s, math.nan) for s in rounds])
-    try:
-        pool = int(run["params"]["pool_size"]) - int(run["params"].get("val_size", 0))
-    except (KeyError, ValueError):  # pool_size None: the whole split, size not in the params
-        return np.full(len(rounds), math.nan)
-    return 100.0 * labeled / pool
-
-
 def _dataset_label(dataset: str) -> str:
     """``npz:/long/path/mnist.npz`` -> ``npz:mnist.npz``; registered names as they are."""
     kind, sep, path = dataset.partition(":")
@@ -945,7 +787,7 @@ def _nanmean(a: np.ndarray) -> np.ndarray:
 def _nanstd(a: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanstd(a, axis=0)  # population std, as over seeds
+        return np.nanstd(a, axis=0, ddof=1)  # sample std over runs: NaN for a single run
 
 
 def _curve_dict(c: Curve) -> dict[str, list]:
@@ -962,6 +804,8 @@ def _curve_dict(c: Curve) -> dict[str, list]:
 def _pm(mean: float, std: float, digits: int) -> str:
     if not math.isfinite(mean):
         return "-"
+    if not math.isfinite(std):  # one run: no spread
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 

@@ -1,9 +1,10 @@
 """Sweeps: every experiment a Ray Tune trial, Optuna searching, MLflow recording every round.
 
-This is the one module of ``pal`` that imports Ray. A trial runs a whole experiment through the
-same :class:`pal.loop.Experiment` as ``pal.run_experiment``; it reports and checkpoints after
-every round (the experiment's state, the validation history and the MLflow run id), so a trial
-that dies resumes at its last finished round and logs into the same MLflow run.
+This module and the searcher it uses (:mod:`pal.searcher`) are the ones of ``pal`` that import
+Ray. A trial runs a whole experiment through the same :class:`pal.loop.Experiment` as
+``pal.run_experiment``; it reports and checkpoints after every round (the experiment's state, the
+validation history and the MLflow run id), so a trial that dies resumes at its last finished
+round and logs into the same MLflow run.
 
 A sweep is described by a *job file* (:mod:`pal.jobs`: plain data, no Ray). :func:`sweep` runs
 one in three steps: :func:`prepare` (check the job, its configs and data, the MLflow store; open
@@ -30,11 +31,20 @@ import json
 import os
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from pal.config import ConfigError, make_config
-from pal.jobs import OBJECTIVE, SweepJob, absolute_paths, load_job, validate_job
+from pal.jobs import (
+    OBJECTIVE,
+    SweepJob,
+    absolute_paths,
+    load_job,
+    study_cells,
+    study_seeds,
+    validate_job,
+)
 
 
 # ---------------------------------------------------------------------------- the search space
@@ -72,8 +82,11 @@ def trainable(params: dict[str, Any]) -> None:
     from pal.tracking import MLflowTracker
 
     sweep = params["_sweep"]
-    variant = params.get("_variant")
-    overrides = sweep["variants"][variant] if variant is not None else {}
+    cell = params.get("_cell")  # an ablation study's (variant, seed)
+    variant = cell["variant"] if cell else params.get("_variant")
+    overrides = dict(sweep["variants"][variant]) if variant is not None else {}
+    if cell:
+        overrides["seed"] = cell["seed"]
     config = make_config({k: v for k, v in params.items() if not k.startswith("_")}, **overrides)
     threads = max(1, int(sweep.get("cpus_per_trial", 1)))
     torch.set_num_threads(threads)
@@ -105,7 +118,9 @@ def trainable(params: dict[str, Any]) -> None:
         experiment_name=sweep["experiment_name"],
         run_id=run_id,
         parent_run_id=sweep["parent_run_id"],
-        run_name=context.get_trial_name(),
+        run_name=f"{variant}-seed{config.seed}"
+        if variant is not None
+        else context.get_trial_name(),
         tags=tags,
     )
     with tracker:
@@ -176,24 +191,25 @@ class SweepResult:
     result_grid: Any = None
 
 
-def variant_table(results) -> dict[str, dict[str, float]]:
-    """Per variant (ablations): trials, and mean and std over seeds of ``val_auc`` and the last
-    round's test accuracy."""
+def variant_table(finals: list[tuple[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per variant (ablations), from ``(variant, final metrics)`` per finished run: runs, and
+    mean and sample std over them of ``val_auc`` and the last round's test accuracy."""
     import numpy as np
 
     groups: dict[str, list] = {}
-    for r in results:
-        groups.setdefault(r.config.get("_variant", "-"), []).append(r.metrics)
+    for variant, metrics in finals:
+        groups.setdefault(variant, []).append(metrics)
     table = {}
     for name, metrics in groups.items():
-        auc = np.array([m[OBJECTIVE] for m in metrics], dtype=float)
-        test = np.array([m["test_accuracy"] for m in metrics], dtype=float)
+        auc = np.array([m.get(OBJECTIVE, np.nan) for m in metrics], dtype=float)
+        test = np.array([m.get("test_accuracy", np.nan) for m in metrics], dtype=float)
+        ddof = 1 if len(metrics) > 1 else 0
         table[name] = {
             "trials": len(metrics),
             "val_auc_mean": float(auc.mean()),
-            "val_auc_std": float(auc.std()),
+            "val_auc_std": float(auc.std(ddof=ddof)),
             "final_test_accuracy_mean": float(test.mean()),
-            "final_test_accuracy_std": float(test.std()),
+            "final_test_accuracy_std": float(test.std(ddof=ddof)),
         }
     return table
 
@@ -207,10 +223,18 @@ def sweep(
     tracking_uri: str | None = None,
     address: str | None = None,
     storage_path: str | None = None,
+    seeds: int | None = None,
+    variants: list[str] | None = None,
     verbose: int = 1,
     _fault: dict | None = None,
+    _cells: list[tuple[str, int]] | None = None,
 ) -> SweepResult:
     """Run (or with ``resume=True`` continue) the sweep described by a job file.
+
+    For an ablation study, ``seeds`` (a count) and ``variants`` (a subset of the job's) choose
+    its trials; when the job already has a study (its ``<name>.latest.json`` pointer), either
+    one grows that study: only the (variant, seed) trials it has not finished run, into the same
+    MLflow parent run. Trials start seed-major (:func:`pal.jobs.study_cells`).
 
     Everything that can be checked is checked before a trial starts: the job, every config the
     search space can produce at its bounds, the dataset, and the MLflow store.
@@ -226,7 +250,26 @@ def sweep(
         num_samples=num_samples,
         tracking_uri=tracking_uri,
         storage_path=storage_path,
+        seeds=seeds,
+        variants=variants,
+        cells=_cells,
     )
+    if prepared.cells == []:
+        if verbose:
+            print(
+                f"study {prepared.job.name}: every (variant, seed) asked for has a finished run "
+                f"under parent run {prepared.previous['parent_run_id']}; nothing to run"
+            )
+        return SweepResult(
+            job=prepared.job,
+            best_config={},
+            best_val_auc=float("nan"),
+            parent_run_id=prepared.previous["parent_run_id"],
+            tracking_uri=prepared.tracking_uri,
+            run_dir="",
+            n_trials=0,
+            n_errored=0,
+        )
     address = address or os.environ.get("RAY_ADDRESS")
     on_cluster = bool(address) or _connected_to_cluster()
     if not ray.is_initialized():
@@ -247,8 +290,11 @@ class PreparedSweep:
     the Tune storage, and (after :meth:`open_run`) the sweep's MLflow run.
 
     Attributes:
-        previous: the pointer of the job's last sweep when resuming (``parent_run_id``,
-            ``run_name``), else ``None``.
+        previous: the pointer of the job's last sweep when resuming or growing its study
+            (``parent_run_id``, ``run_name``), else ``None``.
+        cells: an ablation study's (variant, seed) trials to run, seed-major (``None`` for a
+            sweep); growing a study, only those it has not finished.
+        grow: whether the trials go into the job's existing study (``previous``).
     """
 
     job: SweepJob
@@ -257,6 +303,8 @@ class PreparedSweep:
     storage: str
     pointer: str
     previous: dict[str, str] | None
+    cells: list[tuple[str, int]] | None = None
+    grow: bool = False
     parent_run_id: str = ""
     run_name: str = ""
 
@@ -273,8 +321,18 @@ class PreparedSweep:
     def open_run(self) -> None:
         """Create the sweep's parent MLflow run and the job's ``<name>.latest.json`` pointer,
         or take both from the pointer when resuming."""
-        from pal.tracking import start_sweep_run
+        from pal.tracking import reopen_run, start_sweep_run
 
+        if self.previous and self.grow:  # a new Tune experiment into the study's parent run
+            self.parent_run_id = self.previous["parent_run_id"]
+            self.run_name = (
+                f"{self.job.name}-{self.parent_run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
+            )
+            reopen_run(self.tracking_uri, self.parent_run_id)
+            _write_pointer(
+                self.pointer, {"parent_run_id": self.parent_run_id, "run_name": self.run_name}
+            )
+            return
         if self.previous:
             self.parent_run_id = self.previous["parent_run_id"]
             self.run_name = self.previous["run_name"]
@@ -297,18 +355,25 @@ def prepare(
     num_samples: int | None = None,
     tracking_uri: str | None = None,
     storage_path: str | None = None,
+    seeds: int | None = None,
+    variants: list[str] | None = None,
+    cells: list[tuple[str, int]] | None = None,
 ) -> PreparedSweep:
     """Load and check a job before anything starts: the job and the configs at the bounds of its
     search space (:func:`pal.jobs.validate_job`), the data against the base config
     (:func:`pal.loop.plan_experiment`: the dataset is loaded once here, on the driver, so that a
     missing file or pools that do not fit stop the sweep instead of failing every trial), the
-    MLflow store, and, with ``resume``, the job's last sweep.
+    MLflow store, and, with ``resume``, the job's last sweep. For an ablation study, the
+    (variant, seed) trials: ``cells`` as given, else ``variants`` (default: all) x the first
+    ``seeds`` seeds (:func:`pal.jobs.study_seeds`); with ``seeds``, ``variants`` or ``cells``
+    and an existing study of the job, those it has not finished, after checking that the job
+    still describes that study (its base config and variants).
 
     Raises:
         ConfigError: naming the field and what is allowed.
     """
     from pal.loop import plan_experiment
-    from pal.tracking import check_tracking_store, resolve_tracking_uri
+    from pal.tracking import check_tracking_store, finished_cells, resolve_tracking_uri
 
     job = load_job(job_path)
     if smoke:
@@ -324,10 +389,73 @@ def prepare(
 
     storage = _storage_root(job.storage_path)
     pointer = f"{storage.rstrip('/')}/{job.name}.latest.json"
-    previous = _read_pointer(pointer) if resume else None
+    growing = not resume and (seeds is not None or variants is not None or cells is not None)
+    if growing and not job.variants:
+        raise ConfigError(
+            f"--seeds/--variants: job {job.name!r} is a sweep; they choose an ablation study's "
+            "trials (a job with variants and seeds)"
+        )
+    previous = _read_pointer(pointer) if (resume or growing) else None
     if resume and previous is None:
         raise ConfigError(f"--resume: no earlier sweep of job {job.name!r} under {storage}")
-    return PreparedSweep(job, base, uri, storage, pointer, previous)
+    chosen = None
+    if job.variants:
+        chosen = cells if cells is not None else _study_cells(job, seeds, variants)
+        if growing and previous is not None:
+            _check_same_study(job, uri, previous["parent_run_id"])
+            done = finished_cells(uri, previous["parent_run_id"])
+            chosen = [c for c in chosen if c not in done]
+    grow = growing and previous is not None
+    return PreparedSweep(job, base, uri, storage, pointer, previous, chosen, grow)
+
+
+def _study_cells(
+    job: SweepJob, seeds: int | None, variants: list[str] | None
+) -> list[tuple[str, int]]:
+    """``variants`` (default: the job's, in its order) x the study's first ``seeds`` seeds
+    (default: the job's), seed-major.
+
+    Raises:
+        ConfigError: ``--seeds``/``--variants`` naming what is allowed.
+    """
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"--seeds: must be >= 1, got {seeds}")
+    chosen = list(job.variants) if variants is None else list(dict.fromkeys(variants))
+    unknown = [v for v in chosen if v not in job.variants]
+    if unknown or not chosen:
+        raise ConfigError(
+            f"--variants: {unknown or chosen} not among job {job.name!r}'s variants "
+            f"{list(job.variants)}"
+        )
+    return study_cells(chosen, study_seeds(job, len(job.seeds) if seeds is None else seeds))
+
+
+def _check_same_study(job: SweepJob, tracking_uri: str, parent_run_id: str) -> None:
+    """Refuse to grow a study whose job file no longer describes it: trials of two designs
+    in one study would be compared as if they were one.
+
+    Raises:
+        ConfigError: ``job: ...`` naming the keys that differ.
+    """
+    from pal.tracking import study_params, sweep_params
+
+    try:
+        logged = study_params(tracking_uri, parent_run_id)
+    except Exception as err:  # the pointer names a run this store does not have
+        raise ConfigError(
+            f"job: the study of {job.name!r} (parent run {parent_run_id}) is not in "
+            f"{tracking_uri!r} ({err}); grow it with the store it was run with"
+        ) from None
+    now = sweep_params(dataclasses.asdict(job))
+    keys = [k for k in now if k.startswith("base.") or k == "variants"]
+    differ = [k for k in keys if k in logged and logged[k] != now[k]]
+    differ += [k for k in logged if k.startswith("base.") and k not in now]
+    if differ:
+        shown = "; ".join(f"{k}: study {logged.get(k)!r}, job now {now.get(k)!r}" for k in differ)
+        raise ConfigError(
+            f"job: {job.name!r} no longer describes its study (parent run {parent_run_id}): "
+            f"{shown}; run it as a new study (without --seeds/--variants) or restore the job"
+        )
 
 
 def build_tuner(prepared: PreparedSweep, resources, verbose: int = 1, fault=None):
@@ -347,12 +475,13 @@ def build_tuner(prepared: PreparedSweep, resources, verbose: int = 1, fault=None
         "fault": fault,
     }
     param_space = {**prepared.base, **to_tune_space(job.search_space), "_sweep": sweep_info}
-    if job.variants:
-        param_space["_variant"] = tune.grid_search(list(job.variants))
-    if job.seeds:
+    if prepared.cells is not None:  # one grid over the study's cells: Tune keeps their order
+        cells = [{"variant": v, "seed": seed} for v, seed in prepared.cells]
+        param_space["_cell"] = tune.grid_search(cells)
+    elif job.seeds:
         param_space["seed"] = tune.grid_search(list(job.seeds))
     trial_fn = tune.with_resources(trainable, resources)
-    if prepared.previous:
+    if prepared.previous and not prepared.grow:
         return tune.Tuner.restore(
             prepared.run_dir, trainable=trial_fn, param_space=param_space, resume_errored=True
         )
@@ -397,8 +526,14 @@ def collect(prepared: PreparedSweep, grid) -> SweepResult:
         )
     best = max(ok, key=lambda r: _finite(r.metrics[OBJECTIVE]))
     best_config = {k: v for k, v in best.config.items() if not k.startswith("_")}
-    best_config.update(job.variants.get(best.config.get("_variant"), {}))
-    variants = variant_table(ok) if job.variants else {}
+    best_config.update(job.variants.get(_trial_variant(best.config), {}))
+    if best.config.get("_cell"):
+        best_config["seed"] = best.config["_cell"]["seed"]
+    variants = {}
+    if job.variants:  # the whole study, trials of earlier runs of it included
+        from pal.tracking import finished_finals
+
+        variants = variant_table(finished_finals(uri, parent_run_id))
     importances = None
     if _searcher_used(job):
         importances = _importances(prepared.study_storage, prepared.run_name)
@@ -427,6 +562,12 @@ def collect(prepared: PreparedSweep, grid) -> SweepResult:
     )
 
 
+def _trial_variant(config: dict) -> str | None:
+    """The variant a trial ran (an ablation study's cell), ``None`` for a sweep's trial."""
+    cell = config.get("_cell")
+    return cell["variant"] if cell else config.get("_variant")
+
+
 def summary(result: SweepResult, ui: str, job_path: str | os.PathLike) -> str:
     searched = {k: result.best_config[k] for k in result.job.search_space}
     lines = [
@@ -434,7 +575,7 @@ def summary(result: SweepResult, ui: str, job_path: str | os.PathLike) -> str:
         f"best {OBJECTIVE} (mean validation accuracy over rounds): {result.best_val_auc:.4f}",
         f"best searched values: {json.dumps(searched)}",
         *(
-            f"  {name:<24} {v['trials']} seeds  val_auc {v['val_auc_mean']:.4f} "
+            f"  {name:<24} {v['trials']} runs  val_auc {v['val_auc_mean']:.4f} "
             f"+- {v['val_auc_std']:.4f}  final test acc {v['final_test_accuracy_mean']:.4f} "
             f"+- {v['final_test_accuracy_std']:.4f}"
             for name, v in result.variants.items()
@@ -444,6 +585,8 @@ def summary(result: SweepResult, ui: str, job_path: str | os.PathLike) -> str:
         f"open the MLflow UI: {ui}",
         f"resume if interrupted: pal sweep {job_path} --resume   (Tune state in {result.run_dir})",
     ]
+    if result.job.variants:
+        lines.append(f"verdicts: pal report {result.job.name}")
     return "\n".join(lines)
 
 
@@ -525,13 +668,17 @@ def _optuna_storage(tracking_uri: str, storage: str) -> str | None:
 
 
 def _searcher(job: SweepJob, study_storage: str | None, study_name: str):
+    """Tune's searcher for ``job``: Optuna's TPE on the study ``study_name`` (in the SQLite store
+    ``study_storage``, else in memory), resumable after the driver died at any moment
+    (:class:`pal.searcher.ResumableOptunaSearch`); ``None`` for grids."""
     if not _searcher_used(job):
         return None  # grids (ablations) use Tune's own variant generator
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from pal.searcher import ResumableOptunaSearch
 
     storage = optuna.storages.RDBStorage(study_storage) if study_storage else None
-    return OptunaSearch(
+    return ResumableOptunaSearch(
         sampler=optuna.samplers.TPESampler(seed=job.seed),
         study_name=study_name,
         storage=storage,

@@ -463,14 +463,19 @@ def start_sweep_run(tracking_uri: str, experiment_name: str, name: str, job: dic
         run_name=f"sweep-{name}",
         tags={"pal.kind": "sweep", "pal.sweep": name, **code_version()},
     )
+    params = sweep_params(job)
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+    client.log_text(run.info.run_id, yaml.safe_dump(job, sort_keys=False), "job.yaml")
+    return run.info.run_id
+
+
+def sweep_params(job: dict) -> dict[str, str]:
+    """The params a sweep's parent run logs for ``job`` (a :class:`pal.jobs.SweepJob` as a
+    dict): ``base.<key>``, ``search.<key>`` and the job's other keys, as MLflow keeps them."""
     params = {f"base.{k}": v for k, v in job.get("base", {}).items()}
     params.update({f"search.{k}": v for k, v in job.get("search_space", {}).items()})
     params.update({k: v for k, v in job.items() if k not in ("base", "search_space", "smoke")})
-    client.log_batch(
-        run.info.run_id, params=[Param(metric_key(k), _param_value(v)) for k, v in params.items()]
-    )
-    client.log_text(run.info.run_id, yaml.safe_dump(job, sort_keys=False), "job.yaml")
-    return run.info.run_id
+    return {metric_key(k): _param_value(v) for k, v in params.items()}
 
 
 def finish_sweep_run(
@@ -518,6 +523,7 @@ def draw_importances(importances: dict[str, float], path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- studies (reports)
+SEQUENTIAL_TAG = "pal.sequential"  # a study's group-sequential design, JSON, on its parent run
 # Metrics a report reads; per-class shares other than the query's are left in the store.
 _REPORT_SKIP_PREFIXES = ("labeled_class_fraction/",)
 
@@ -558,10 +564,14 @@ def load_study(tracking_uri: str, study: str) -> dict[str, Any]:
     """A study's runs as plain data, for :mod:`pal.reports`.
 
     Returns:
-        ``{"name", "parent_run_id", "experiment_id", "pairs", "runs": [...]}`` (``pairs``: the
-        study's variant -> reference map, ``{}`` if none), one entry per nested run:
-        ``{"run_id", "run_name", "status", "variant", "code_version", "params": {key: str},
-        "history": {metric: {round: value}}}`` (``variant`` is the ``pal.variant`` tag, else
+        ``{"name", "parent_run_id", "experiment_id", "pairs", "correction", "sequential",
+        "runs": [...]}`` (``pairs``: the study's variant -> reference map, ``{}`` if none;
+        ``correction``: the job's family-wise correction, ``None`` if it set none;
+        ``sequential``: the group-sequential design of a study grown until decided, else
+        ``None``), one entry per nested run:
+        ``{"run_id", "run_name", "status", "variant", "code_version", "underfit",
+        "params": {key: str}, "history": {metric: {round: value}}}`` (``underfit``: the
+        :data:`UNDERFIT_TAG`'s words; ``variant`` is the ``pal.variant`` tag, else
         the strategy; ``code_version`` the ``pal.code_version`` tag, ``None`` on runs logged
         before pal tagged them).
     """
@@ -586,18 +596,73 @@ def load_study(tracking_uri: str, study: str) -> dict[str, Any]:
                 "status": run.info.status,
                 "variant": run.data.tags.get("pal.variant", params.get("strategy", "-")),
                 "code_version": run.data.tags.get(CODE_VERSION_TAG),
+                "underfit": run.data.tags.get(UNDERFIT_TAG, "").split(),
                 "params": params,
                 "history": history,
             }
         )
     pairs = parent.data.params.get("pairs")
+    sequential = parent.data.tags.get(SEQUENTIAL_TAG)
     return {
         "name": parent.data.tags.get("pal.sweep", parent.info.run_name),
         "parent_run_id": parent_id,
         "experiment_id": parent.info.experiment_id,
         "pairs": ast.literal_eval(pairs) if pairs else {},  # a JSON or Python dict literal
+        "correction": parent.data.params.get("correction"),
+        "sequential": json.loads(sequential) if sequential else None,
         "runs": runs,
     }
+
+
+def load_study_design(tracking_uri: str, parent_run_id: str) -> dict | None:
+    """The group-sequential design recorded on a study's parent run, ``None`` without one."""
+    tag = MlflowClient(tracking_uri).get_run(parent_run_id).data.tags.get(SEQUENTIAL_TAG)
+    return json.loads(tag) if tag else None
+
+
+def set_sequential_design(tracking_uri: str, parent_run_id: str, design: dict) -> None:
+    """Record a study's group-sequential design (:class:`pal.stats.SequentialDesign`'s
+    ``to_dict()``) on its parent run, where ``pal report`` reads it."""
+    MlflowClient(tracking_uri).set_tag(parent_run_id, SEQUENTIAL_TAG, json.dumps(design))
+
+
+def finished_cells(tracking_uri: str, parent_run_id: str) -> set[tuple[str, int]]:
+    """The (variant, seed) of every finished run nested under a study's parent run."""
+    return {
+        (r.data.tags["pal.variant"], int(r.data.params["seed"]))
+        for r in _finished_children(tracking_uri, parent_run_id)
+        if "pal.variant" in r.data.tags and str(r.data.params.get("seed", "")).isdigit()
+    }
+
+
+def finished_finals(tracking_uri: str, parent_run_id: str) -> list[tuple[str, dict[str, float]]]:
+    """Per finished run nested under a study's parent run: its variant and its metrics' last
+    values (the final round's)."""
+    return [
+        (r.data.tags.get("pal.variant", "-"), dict(r.data.metrics))
+        for r in _finished_children(tracking_uri, parent_run_id)
+    ]
+
+
+def _finished_children(tracking_uri: str, parent_run_id: str) -> list:
+    """The finished MLflow runs nested under ``parent_run_id``."""
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    return client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'FINISHED'",
+        max_results=50_000,
+    )
+
+
+def study_params(tracking_uri: str, parent_run_id: str) -> dict[str, str]:
+    """The params a study's parent run was logged with (its job: ``base.*``, ``variants``, ...)."""
+    return dict(MlflowClient(tracking_uri).get_run(parent_run_id).data.params)
+
+
+def reopen_run(tracking_uri: str, run_id: str) -> None:
+    """Mark a study's parent run running again while trials are added to it."""
+    MlflowClient(tracking_uri).update_run(run_id, status="RUNNING")
 
 
 def log_report(tracking_uri: str, run_id: str, folder: str | os.PathLike) -> None:
@@ -622,6 +687,9 @@ def label_round_metrics(info: dict[str, Any]) -> dict[str, float]:
             "val_accuracy",
             "test_accuracy",
             "mean_confidence",
+            "task_epoch",
+            "task_epochs",
+            "task_fit_attempts",
         )
         if info.get(key) is not None
     }

@@ -15,19 +15,14 @@ import pal
 from pal.cli import main
 from pal.config import ConfigError
 from pal.reports import (
-    NO_VERDICT,
     correlations,
     curves,
-    first_crossing,
-    first_crossings,
-    labels_saved,
-    pair_by_seed,
-    paired_t_interval,
-    paired_verdicts,
     reference_variant,
     with_missing_share,
     write_report,
 )
+from pal.stats import paired_t_interval
+from pal.verdicts import NO_VERDICT, pair_by_seed, paired_verdicts
 from tests.conftest import FAST
 
 
@@ -89,8 +84,10 @@ def test_curves_are_mean_and_std_over_seeds_per_round():
     out = curves(runs, "test_accuracy")
     assert list(out) == ["pal", "random"]
     np.testing.assert_allclose(out["pal"].mean, [0.6, 0.8, 0.9])
-    np.testing.assert_allclose(out["pal"].std, [0.1, 0.1, 0.0], atol=1e-12)
+    # the sample std (n - 1): 0.2 apart over two runs is sqrt(0.02)
+    np.testing.assert_allclose(out["pal"].std, [0.02**0.5, 0.02**0.5, 0.0], atol=1e-12)
     np.testing.assert_array_equal(out["pal"].runs, [2, 2, 2])
+    assert np.isnan(out["random"].std).all()  # one run: no spread, not a zero one
     # percent labeled from pool_size - val_size = 1000 when the run did not log it
     np.testing.assert_allclose(out["random"].percent, [10.0, 15.0, 20.0])
 
@@ -100,38 +97,6 @@ def test_a_run_missing_a_round_counts_only_where_it_has_it():
     c = curves(runs, "test_accuracy")["pal"]
     np.testing.assert_array_equal(c.runs, [2, 2, 1])
     np.testing.assert_allclose(c.mean, [0.6, 0.8, 0.9])
-
-
-def test_first_crossing_interpolates_linearly():
-    x = np.array([100.0, 200.0, 300.0])
-    assert first_crossing(x, np.array([0.5, 0.7, 0.9]), 0.8) == pytest.approx(250.0)
-    assert first_crossing(x, np.array([0.85, 0.7, 0.9]), 0.8) == 100.0
-    assert first_crossing(x, np.array([0.5, 0.6, 0.7]), 0.8) is None
-
-
-def test_labels_saved_against_randoms_final_accuracy():
-    runs = [
-        run("random", 0, [0.5, 0.6, 0.8]),
-        run("pal", 0, [0.5, 0.9, 0.95]),
-        run("slow", 0, [0.5, 0.6, 0.7], strategy="entropy"),
-    ]
-    saved = labels_saved(curves(runs, "test_accuracy"), reference_variant(runs))
-    # pal: 0.6 at 100 labels... 0.5 -> 0.9 between 100 and 150, reaches 0.8 at 137.5
-    assert saved["pal"]["needed"] == pytest.approx(137.5)
-    assert saved["pal"]["saved"] == pytest.approx(62.5)
-    assert saved["pal"]["saved_percent"] == pytest.approx(31.25)
-    assert saved["slow"]["needed"] is None and saved["random"]["reference"]
-
-
-def test_first_crossings_is_first_crossing_row_by_row():
-    rng = np.random.default_rng(3)
-    x = np.cumsum(rng.uniform(10, 50, size=(200, 5)), axis=1)
-    y = np.cumsum(rng.uniform(-0.05, 0.1, size=(200, 5)), axis=1)
-    target = rng.uniform(0.0, 0.3, size=200)
-    got = first_crossings(x, y, target)
-    want = [first_crossing(x[i], y[i], target[i]) for i in range(200)]
-    assert 20 < sum(w is None for w in want) < 180  # both cases are exercised
-    np.testing.assert_allclose(got, [math.nan if w is None else w for w in want])
 
 
 # ---------------------------------------------------------------------- paired verdicts
@@ -150,15 +115,14 @@ def test_pairing_keeps_the_seeds_and_rounds_both_variants_finished():
     runs.append(run("pal", 9, list(BASE), labeled=LABELED))  # no random run with seed 9
     runs.append(run("random", 7, list(BASE), labeled=LABELED))  # no pal run with seed 7
     runs.append({**run("random", 3, list(BASE), labeled=LABELED), "status": "FAILED"})
-    del runs[1]["history"]["test_accuracy"][4]  # pal seed 1 lacks the last round
     p = pair_by_seed(runs, "pal", "random", "test_accuracy")
-    assert p.seeds == ["0", "1", "2", "3"]
-    np.testing.assert_array_equal(p.rounds, [0, 1, 2, 3])
+    assert p.seeds == ["0", "1", "2", "3"] and p.problems == []
+    np.testing.assert_array_equal(p.rounds, [0, 1, 2, 3, 4])
     by_seed = {(r["variant"], r["params"]["seed"]): r for r in runs if r["status"] == "FINISHED"}
     for i, seed in enumerate(p.seeds):  # row i of both matrices is the same seed's run
         ref = by_seed[("random", seed)]["history"]["test_accuracy"]
-        np.testing.assert_allclose(p.reference[i], [ref[r] for r in range(4)])
-    np.testing.assert_allclose(p.variant - p.reference, np.c_[[0.0] * 4, [[0.02] * 3] * 4])
+        np.testing.assert_allclose(p.reference[i], [ref[r] for r in range(5)])
+    np.testing.assert_allclose(p.variant - p.reference, np.c_[[0.0] * 4, [[0.02] * 4] * 4])
 
 
 def test_a_variant_two_points_ahead_in_every_seed_is_better():
@@ -189,7 +153,8 @@ def test_a_variant_behind_is_worse_and_saves_no_labels():
     (v,) = paired_verdicts(paired_study(-0.03, noise=0.005), "test_accuracy", "random")
     assert v.verdict == "worse"
     assert v.auc_ci[1] < 0 and v.auc_diff == pytest.approx(-0.03, abs=0.003)
-    assert v.labels_saved["saved"] is None and v.labels_saved["ci"] is None
+    assert v.labels_saved["saved"] == "not reached"
+    assert v.labels_saved["ci"] == ["not reached", "not reached"]
 
 
 def test_two_shared_seeds_give_no_verdict_and_no_intervals():
@@ -200,44 +165,34 @@ def test_two_shared_seeds_give_no_verdict_and_no_intervals():
     assert v.verdict == NO_VERDICT == "no verdict (fewer than 3 shared seeds)"
     assert v.auc_ci is None and all(d.ci is None for d in v.rounds)
     assert v.auc_diff == pytest.approx(0.02, abs=0.005)  # the mean is still there
-    assert v.labels_saved["ci"] is None and v.labels_saved["resamples"] == 0
-    assert v.labels_saved["saved"] is not None
+    assert v.p_value is None and v.p_adjusted is None and v.family_size == 0
+    assert v.labels_saved["ci"] is None and v.labels_saved["no_interval"] == "n < 3"
+    assert v.labels_saved["saved"] > 0  # the point estimate is still there
 
 
 def test_no_reference_means_no_verdicts():
-    assert paired_verdicts(paired_study(0.02), "test_accuracy", None) == []
-    (v,) = paired_verdicts(paired_study(0.02), "test_accuracy", "pal")
+    runs = paired_study(0.02, noise=0.003)
+    assert paired_verdicts(runs, "test_accuracy", None) == []
+    (v,) = paired_verdicts(runs, "test_accuracy", "pal")
     assert v.variant == "random" and v.verdict == "worse"
 
 
-def test_labels_saved_gets_a_reproducible_bootstrap_interval_over_seeds():
+def test_the_verdicts_labels_saved_is_the_one_figure_of_its_paired_arrays():
+    from pal.labels_saved import paired_labels_saved
+
     runs = paired_study(0.02, noise=0.01, rng_seed=2)
     (v,) = paired_verdicts(runs, "test_accuracy", "random")
-    saved = v.labels_saved
-    # the point estimate is labels_saved on the (all shared) seeds' mean curves
-    table = labels_saved(curves(runs, "test_accuracy"), "random")
-    assert saved["saved"] == pytest.approx(table["pal"]["saved"])
-    assert saved["saved_percent"] == pytest.approx(table["pal"]["saved_percent"])
-    assert saved["resamples"] == 2000 and saved["defined"] == 2000 and saved["seed"] == 0
-    # the same resamples, done one at a time with the scalar first_crossing
     p = pair_by_seed(runs, "pal", "random", "test_accuracy")
-    idx = np.random.default_rng(0).integers(0, 5, size=(2000, 5))
-    one_by_one = [
-        p.reference_labeled[i, -1].mean()
-        - first_crossing(
-            p.variant_labeled[i].mean(0), p.variant[i].mean(0), p.reference[i, -1].mean()
-        )
-        for i in idx
-    ]
-    assert saved["ci"] == pytest.approx(np.percentile(one_by_one, [2.5, 97.5]).tolist())
-    assert saved["ci"][0] < saved["saved"] < saved["ci"][1]
+    want = paired_labels_saved(p.variant, p.variant_labeled, p.reference, p.reference_labeled)
+    assert v.labels_saved == want and want["n_seeds"] == 5
+    assert want["ci"][0] < want["saved"] < want["ci"][1]
     (again,) = paired_verdicts(runs, "test_accuracy", "random")
-    assert again.labels_saved == saved
+    assert again.labels_saved == v.labels_saved
 
 
-def test_labels_saved_has_no_interval_when_few_resamples_reach_the_target():
-    # final accuracies 0.9, 0.9, 0.75, 0.75, 0.75 against 0.8: the mean (0.81) reaches it, but a
-    # resample with fewer than two 0.9s (a third of them) does not
+def test_labels_saved_whose_data_cannot_rule_out_never_reaching_prints_not_reached():
+    # final accuracies 0.9, 0.9, 0.75, 0.75, 0.75 against 0.8: the mean (0.81) reaches it, but
+    # three of five seeds do not, so the lower bound is "not reached", never a number
     runs = [run("random", s, [0.5, 0.6, 0.8], labeled=(100, 150, 200)) for s in range(5)]
     runs += [
         run("pal", s, [0.5, 0.6, final], labeled=(100, 150, 200))
@@ -246,7 +201,7 @@ def test_labels_saved_has_no_interval_when_few_resamples_reach_the_target():
     (v,) = paired_verdicts(runs, "test_accuracy", "random")
     saved = v.labels_saved
     assert saved["saved"] == pytest.approx(200 - (150 + 50 * 0.2 / 0.21))
-    assert 1000 < saved["defined"] < 0.95 * 2000 and saved["ci"] is None
+    assert saved["ci"][0] == "not reached" and saved["ci"][1] >= saved["saved"]
 
 
 def test_reference_is_the_variant_running_the_random_strategy():
@@ -289,7 +244,7 @@ def test_correlations_pool_seeds_and_rounds():
     (row,) = correlations(runs)
     assert (row["dataset"], row["variant"], row["runs"], row["queries"]) == ("digits", "pal", 2, 4)
     assert row["ss_sc_pearson_mean"] == pytest.approx(0.4)
-    assert row["ss_sc_pearson_std"] == pytest.approx(math.sqrt(0.02))
+    assert row["ss_sc_pearson_std"] == pytest.approx(math.sqrt(0.08 / 3))  # sample std
     assert row["ss_sc_spearman_std"] == pytest.approx(0.0)
 
 
@@ -324,7 +279,7 @@ def test_write_report_draws_every_variant_and_writes_the_tables(tmp_path):
         ("random", "2"),
     ]
     assert float(rows[1]["test_accuracy_mean"]) == pytest.approx(0.61)
-    assert float(rows[1]["test_accuracy_std"]) == pytest.approx(0.01)
+    assert float(rows[1]["test_accuracy_std"]) == pytest.approx(0.02 / 2**0.5, abs=1e-6)  # sample
     assert float(rows[1]["percent_labeled"]) == pytest.approx(15.0)
     assert "| pal | 2 | 0.5000 ± 0.0000 | 0.9000 ± 0.0000 | 0.9500 ± 0.0000 |" in rep.markdown
     assert "| 10.0% | 15.0% | 20.0% |" in rep.markdown
@@ -334,18 +289,24 @@ def test_write_report_draws_every_variant_and_writes_the_tables(tmp_path):
         0.3,
     ]
     # two seeds: the verdict says why there is none
-    assert f"| pal | random | 2 | +22.00 | 62 | {NO_VERDICT} |" in rep.markdown
+    assert f"| pal | random | 2 | +22.00 | - | - | {NO_VERDICT} | - | - |" in rep.markdown
+    assert "| pal | random | 2 | 0.8000 | 62 (no interval: n < 3) |" in rep.markdown
     (verdict,) = json.loads(rep.files["report.json"].read_text())["verdicts"]
     assert verdict["verdict"] == NO_VERDICT and verdict["auc_ci"] is None
 
 
 def test_write_report_writes_the_verdicts(tmp_path):
     runs = paired_study(0.02, noise=0.003)
-    runs += [  # vaal: each seed's random curve 3 points lower after round 0
-        run("vaal", int(r["params"]["seed"]), [a - 0.03 * (i > 0) for i, a in acc], labeled=LABELED)
+    runs += [  # vaal: each seed's random curve 3 points (+-0.4) lower after round 0
+        run(
+            "vaal",
+            seed,
+            [a - (0.03 + 0.002 * (seed - 2)) * (i > 0) for i, a in acc],
+            labeled=LABELED,
+        )
         for r in runs
         if r["variant"] == "random"
-        for acc in [r["history"]["test_accuracy"].items()]
+        for seed, acc in [(int(r["params"]["seed"]), r["history"]["test_accuracy"].items())]
     ]
     rep = write_report({"name": "toy", "parent_run_id": None, "runs": runs}, tmp_path)
 
@@ -363,10 +324,11 @@ def test_write_report_writes_the_verdicts(tmp_path):
         <= pal_["labels_saved"]["saved"]
         <= (pal_["labels_saved"]["ci"][1])
     )
-    assert vaal["labels_saved"]["saved"] is None
+    assert vaal["labels_saved"]["saved"] == "not reached"
 
     assert "## Verdicts (against `random`, paired by seed)" in rep.markdown
-    assert "95% paired t" in rep.markdown and "bootstrap" in rep.markdown
+    assert "95% paired t interval" in rep.markdown and "paired t test over seeds" in rep.markdown
+    assert "The family is 2 comparisons" in rep.markdown and "Holm's step-down" in rep.markdown
     auc, ci = 100 * pal_["auc_diff"], [100 * v for v in pal_["auc_ci"]]
     row = f"| pal | random | 5 | {auc:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] |"
     assert row in rep.markdown and rep.markdown.count("| better |") == 1
