@@ -91,7 +91,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
+def _cmd_sweep(
+    args: argparse.Namespace, seeds: int | None = None, variants: list[str] | None = None
+) -> int:
     from pal.sweeps import sweep
 
     sweep(
@@ -102,6 +104,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         address=args.address,
         storage_path=args.storage_path,
+        seeds=seeds,
+        variants=variants,
     )
     return 0
 
@@ -134,19 +138,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     for flag in ("max_seeds", "correction"):
         if getattr(args, flag) is not None:
             raise ConfigError(f"--{flag.replace('_', '-')}: only with --until-decided")
-    from pal.sweeps import sweep
-
-    sweep(
-        args.job,
-        smoke=args.smoke,
-        resume=args.resume,
-        tracking_uri=args.tracking_uri,
-        address=args.address,
-        storage_path=args.storage_path,
-        seeds=args.seeds,
-        variants=variants,
-    )
-    return 0
+    return _cmd_sweep(args, seeds=args.seeds, variants=variants)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -277,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=CORRECTIONS,
         help="with --until-decided: the family-wise correction (default: the job's, else holm)",
     )
-    ab.set_defaults(func=_cmd_ablate)
+    ab.set_defaults(func=_cmd_ablate, num_samples=None)
 
     rep = sub.add_parser(
         "report", help="figures and tables of a study from its MLflow runs (PNG, CSV, Markdown)"

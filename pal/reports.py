@@ -46,6 +46,7 @@ from pal.verdicts import (
     DEFAULT_EFFECT,
     MIN_SEEDS,
     Verdict,
+    column_nanmean,
     metric_matrix,
     paired_verdicts,
     percent_labeled,
@@ -341,9 +342,9 @@ def curves(runs: list[dict], metric: str, first_round: int = 0) -> dict[str, Cur
         out[variant] = Curve(
             variant=variant,
             rounds=np.asarray(rounds),
-            n_labeled=_nanmean(labeled),
-            percent=_nanmean(percent),
-            mean=_nanmean(values),
+            n_labeled=column_nanmean(labeled),
+            percent=column_nanmean(percent),
+            mean=column_nanmean(values),
             std=_nanstd(values),
             runs=runs_per_round,
         )
@@ -776,12 +777,6 @@ def _dataset_label(dataset: str) -> str:
     """``npz:/long/path/mnist.npz`` -> ``npz:mnist.npz``; registered names as they are."""
     kind, sep, path = dataset.partition(":")
     return f"{kind}:{Path(path).name}" if sep else dataset
-
-
-def _nanmean(a: np.ndarray) -> np.ndarray:
-    with warnings.catch_warnings():  # a round no run has is NaN, not a warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(a, axis=0)
 
 
 def _nanstd(a: np.ndarray) -> np.ndarray:

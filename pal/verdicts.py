@@ -33,6 +33,7 @@ CONFIDENCE = 0.95
 DEFAULT_EFFECT = 0.01  # the effect the seeds-needed column is for: 1 point of the metric
 NO_VERDICT = f"no verdict (fewer than {MIN_SEEDS} shared seeds)"
 ZERO_SPREAD = 1e-12  # per-seed differences closer than this (relative) have zero variance
+DEGENERATE = "no verdict (zero variance"  # how the reason of a degenerate interval begins
 _SHOWN_PROBLEMS = 3  # a reason names at most this many problems and counts the rest
 
 
@@ -260,8 +261,8 @@ def _reason(p: Paired, diffs: np.ndarray) -> str | None:
         return f"no verdict ({shown})"
     if np.ptp(diffs) <= ZERO_SPREAD * max(1.0, float(np.abs(diffs).max())):
         return (
-            f"no verdict (zero variance: every seed's AUC differs by {100 * diffs[0]:+.2f} "
-            "points; the interval is degenerate)"
+            f"{DEGENERATE}: every seed's AUC differs by {100 * diffs[0]:+.2f} points; the "
+            "interval is degenerate)"
         )
     return None
 
@@ -287,20 +288,21 @@ def _verdict(
     rounds = [
         RoundDifference(
             round=int(r),
-            n_labeled=float(_nanmean(p.variant_labeled[:, j])),
-            percent_labeled=float(_nanmean(p.percent[:, j])),
+            n_labeled=float(column_nanmean(p.variant_labeled[:, j])),
+            percent_labeled=float(column_nanmean(p.percent[:, j])),
             diff=float(diff[i]),
             ci=[float(low[i]), float(high[i])] if enough else None,
         )
         for i, (j, r) in enumerate((j, r) for j, r in enumerate(p.rounds) if complete[j])
     ]
-    finite = bool(n) and bool(np.isfinite(diffs).all())
-    test = stats.paired_t_test(diffs, CONFIDENCE) if finite else None
+    test = decision.test if decision else None  # the family's test, when it made one
+    if test is None and n and np.isfinite(diffs).all():
+        test = stats.paired_t_test(diffs, CONFIDENCE)
     auc_diff = test.mean if test else None
     auc_sd = test.sd if test and n >= 2 else None
     auc_ci = list(test.ci) if test and enough else None
     flags = []
-    if reason and reason.startswith("no verdict (zero variance"):
+    if reason and reason.startswith(DEGENERATE):
         flags.append("degenerate interval (zero variance)")
     if p.underfit:
         flags.append(f"underfit in {len(p.underfit)} compared round(s)")
@@ -404,7 +406,9 @@ def percent_labeled(run: dict, rounds: list[int]) -> np.ndarray:
     return 100.0 * labeled / pool
 
 
-def _nanmean(a: np.ndarray) -> np.ndarray:
+def column_nanmean(a: np.ndarray) -> np.ndarray:
+    """The mean of each column of ``a`` ``[rows, columns]`` over its finite rows (NaN, without a
+    warning, for a column with none)."""
     with warnings.catch_warnings():  # a round no run has is NaN, not a warning
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(a, axis=0)
