@@ -264,9 +264,20 @@ class Experiment:
 
     def _query(self, next_round: int) -> PendingQuery:
         start = time.perf_counter()
+        query = self.strategy.query(self.query_context(next_round), self.query_size)
+        return PendingQuery(
+            tuple(query.indices.cpu().tolist()),
+            {k: float(v) for k, v in query.metrics.items()},
+            time.perf_counter() - start,
+            tuple(query.fit_keys),
+        )
+
+    def query_context(self, next_round: int) -> QueryContext:
+        """What the strategy sees when it chooses the query for round ``next_round``: the
+        pools as they stand, this round's task network, the query's seed."""
         cfg = self.config
         unlabeled = draw_candidates(self.pool.unlabeled, cfg.candidate_pool, cfg.seed, next_round)
-        ctx = QueryContext(
+        return QueryContext(
             config=cfg,
             x=self.x_train,
             labels=self.task.labels,
@@ -280,13 +291,6 @@ class Experiment:
             augment_mode=self.augment_mode,
             seed=derive_seed(self.config.seed, "query", next_round),
             progress=self.progress,
-        )
-        query = self.strategy.query(ctx, self.query_size)
-        return PendingQuery(
-            tuple(query.indices.cpu().tolist()),
-            {k: float(v) for k, v in query.metrics.items()},
-            time.perf_counter() - start,
-            tuple(query.fit_keys),
         )
 
     def result(self, records: list[RoundRecord]) -> ExperimentResult:

@@ -421,3 +421,69 @@ def _not_in(picked: torch.Tensor, other: torch.Tensor) -> float:
 def _std(x: torch.Tensor) -> float:
     """Population standard deviation of ``[N]`` values (NaN when empty)."""
     return float(x.double().std(correction=0)) if x.numel() else float("nan")
+
+
+DOMINANCE_SPEARMAN = 0.95
+"""The Spearman correlation of the score with one term at which that term decides the query."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dominance:
+    """One weighted term of the hybrid score that decides a query's ranking on its own.
+
+    Attributes:
+        term: ``"S_S"``, ``"S_C"`` or ``"S_D"``.
+        spearman: the score's Spearman correlation with ``term`` (over the first sub-query's
+            pool; for ``S_D``, the mean over the sub-queries after the first).
+        other: the score's Spearman correlation with the term it outweighs.
+        advice: which config key would rebalance the score, and which way.
+    """
+
+    term: str
+    spearman: float
+    other: float
+    advice: str
+
+    def message(self) -> str:
+        """What the console says; the same words every round (the figures are in the query
+        metrics), so a warning filter shows it once per run."""
+        return (
+            f"PAL's query is ranked by {self.term} alone (the score's Spearman correlation with "
+            f"it is {DOMINANCE_SPEARMAN} or more, with the term it is weighed against below): "
+            f"to weigh the terms more evenly, {self.advice}; the query metrics "
+            f"dominant/{self.term} and score_*_spearman hold the figures"
+        )
+
+
+def dominant_terms(
+    diagnostics: dict[str, float],
+    lambda1: float,
+    lambda2: float,
+    score_norm: str,
+    threshold: float = DOMINANCE_SPEARMAN,
+) -> list[Dominance]:
+    """The weighted terms that decide the query alone, from :func:`run_subqueries`'
+    diagnostics: a term whose Spearman correlation with the score is at least ``threshold``
+    while the term it is weighed against stays below it (terms that agree with each other
+    decide nothing alone). ``S_S`` against ``S_C`` in the first sub-query (when ``lambda1 !=
+    0``); ``S_D`` against ``S_S`` in the later ones (when ``S_D`` was computed and ``lambda2 !=
+    0``)."""
+    out = []
+    norm = "" if score_norm == "rank" else ", or set score_norm: rank to weigh ranks"
+    if lambda1 != 0:
+        ss = diagnostics.get("score_ss_spearman", math.nan)
+        sc = diagnostics.get("score_sc_spearman", math.nan)
+        if sc >= threshold > ss:
+            advice = f"lower lambda1 (now {lambda1:g}){norm}"
+            out.append(Dominance("S_C", sc, ss, advice))
+        elif ss >= threshold > sc:
+            advice = f"raise lambda1 (now {lambda1:g}){norm}"
+            out.append(Dominance("S_S", ss, sc, advice))
+    sd_keys = [k for k in diagnostics if k.startswith("score_sd_spearman/")]
+    if lambda2 != 0 and sd_keys:
+        sd = sum(diagnostics[k] for k in sd_keys) / len(sd_keys)
+        sd_ss = diagnostics.get("sd_ss_spearman", math.nan)
+        if sd >= threshold > sd_ss:
+            advice = f"lower lambda2 (now {lambda2:g}), finetune_lr_factor or finetune_epochs"
+            out.append(Dominance("S_D", sd, sd_ss, advice))
+    return out

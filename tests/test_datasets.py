@@ -118,10 +118,36 @@ def test_bad_image_size(tmp_path):
         load_dataset("digits", data_dir=str(tmp_path), image_size=0)
 
 
-@pytest.mark.parametrize("name", ["cifar10", "svhn", "caltech101"])
+@pytest.mark.parametrize("name", ["cifar10", "fashion_mnist", "svhn", "caltech101"])
 def test_torchvision_missing_without_download(tmp_path, name):
     with pytest.raises(DataError, match=r"data_dir: .*not found.*download=true"):
         load_dataset(name, data_dir=str(tmp_path), download=False)
+
+
+def _idx(path: Path, array: np.ndarray) -> None:
+    """``array`` (uint8) as an IDX file, the format of the MNIST family."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_exact_pixels_labels_and_classes(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x = {
+        s: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for s, n in [("train", 6), ("t10k", 3)]
+    }
+    y = {"train": np.array([0, 9, 3, 3, 5, 1]), "t10k": np.array([8, 2, 7])}
+    for split in ("train", "t10k"):
+        _idx(raw / f"{split}-images-idx3-ubyte", x[split])
+        _idx(raw / f"{split}-labels-idx1-ubyte", y[split])
+    data = load_dataset("fashion_mnist", data_dir=str(tmp_path))
+    assert data.x_train.shape == (6, 1, 28, 28) and data.x_train.dtype == torch.uint8
+    assert torch.equal(data.x_train[:, 0], torch.from_numpy(x["train"]))
+    assert torch.equal(data.x_test[:, 0], torch.from_numpy(x["t10k"]))
+    assert data.y_train.tolist() == y["train"].tolist() and data.y_train.dtype == torch.int64
+    assert data.y_test.tolist() == [8, 2, 7]
+    assert data.classes[0] == "T-shirt/top" and data.classes[-1] == "Ankle boot"
 
 
 # ------------------------------------------------------------------------------------- npz

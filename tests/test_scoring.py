@@ -251,3 +251,38 @@ def test_run_subqueries_gives_each_pick_its_scores_at_its_subquery():
         assert torch.equal(got["s_d"][start : start + 3], s_d[where])
         expected = s_s[picks] + 0.5 * s_c[picks] + 2.0 * s_d[where]
         assert torch.allclose(got["score"][start : start + 3], expected)
+
+
+def _diag(ss, sc, sd=None, sd_ss=None):
+    diag = {"score_ss_spearman": ss, "score_sc_spearman": sc}
+    if sd is not None:
+        diag.update({"score_sd_spearman/2": sd[0], "score_sd_spearman/3": sd[1]})
+        diag["sd_ss_spearman"] = sd_ss
+    return diag
+
+
+def test_dominant_terms_names_the_term_that_ranks_the_query_alone():
+    found = scoring.dominant_terms(_diag(0.6, 0.97), 1.0, 0.0, "none")
+    assert [(d.term, d.spearman, d.other) for d in found] == [("S_C", 0.97, 0.6)]
+    assert "lower lambda1 (now 1)" in found[0].advice and "score_norm: rank" in found[0].advice
+    found = scoring.dominant_terms(_diag(0.98, 0.5), 0.01, 0.0, "rank")
+    assert [d.term for d in found] == ["S_S"]
+    assert "raise lambda1 (now 0.01)" in found[0].advice and "score_norm" not in found[0].advice
+    found = scoring.dominant_terms(_diag(0.8, 0.8, sd=(0.99, 0.97), sd_ss=0.2), 1.0, 2.0, "none")
+    assert [d.term for d in found] == ["S_D"] and found[0].spearman == pytest.approx(0.98)
+    assert "lower lambda2 (now 2)" in found[0].advice
+
+
+@pytest.mark.parametrize(
+    "diag, lambda1, lambda2",
+    [
+        (_diag(0.97, 0.96), 1.0, 0.0),  # S_S and S_C agree: neither decides alone
+        (_diag(1.0, 0.4), 0.0, 0.0),  # S_S is the only weighted term
+        (_diag(0.6, 0.94), 1.0, 0.0),  # below the threshold
+        (_diag(0.6, 0.7, sd=(0.99, 0.99), sd_ss=0.97), 1.0, 1.0),  # S_D agrees with S_S
+        (_diag(0.6, 0.7, sd=(0.99, 0.99), sd_ss=0.2), 1.0, 0.0),  # S_D not weighted
+        (_diag(math.nan, math.nan), 1.0, 0.0),  # a constant score: no correlation
+    ],
+)
+def test_dominant_terms_stays_quiet_where_no_term_decides_alone(diag, lambda1, lambda2):
+    assert scoring.dominant_terms(diag, lambda1, lambda2, "none") == []

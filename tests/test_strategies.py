@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from pal import scoring
 from pal.models import TaskNet, build_backbone
 from pal.pretext import PRETEXTS, PoolScores, Pretext, pretext_for, rotation, simclr
 from pal.strategies import STRATEGIES, PoolExhaustedError, QueryContext, build_strategy
+from pal.strategies.pal import DominanceWarning
 from pal.training import Normalizer, eval_chunk
 
 
@@ -160,7 +162,12 @@ def test_pal_reports_the_table1_correlations_and_the_terms_diagnostics(digits):
     config = SMALL.replace(epochs_scoring=3)  # K = 3: two fine-tunes
     ctx = make_context(digits, config, range(100), range(100, 400))
     query = build_strategy(config).query(ctx, 30)
-    metrics = {k: v for k, v in query.metrics.items() if not k.startswith("scoring/")}
+    metrics = {k: v for k, v in query.metrics.items() if not k.startswith(("scoring/", "dom"))}
+    assert {k: v for k, v in query.metrics.items() if k.startswith("dominant/")}.keys() == {
+        "dominant/S_S",
+        "dominant/S_C",
+        "dominant/S_D",
+    }
     per_subquery = {f"{name}/{k}" for k in (2, 3) for name in ("sd_std", "sd_ss_spearman")}
     per_subquery |= {"score_sd_spearman/2", "score_sd_spearman/3"}
     with_sd = {"sd_ss_spearman", "sd_finetune_changed"}
@@ -182,7 +189,7 @@ def test_pal_without_s_d_reports_no_change(digits):
     config = SMALL.replace(epochs_scoring=2, lambda2=0.0)
     ctx = make_context(digits, config, range(60), range(60, 200))
     query = build_strategy(config).query(ctx, 20)
-    metrics = {k: v for k, v in query.metrics.items() if not k.startswith("scoring/")}
+    metrics = {k: v for k, v in query.metrics.items() if not k.startswith(("scoring/", "dom"))}
     assert set(metrics) == {"ss_sc_pearson", "ss_sc_spearman"} | PAL_DIAGNOSTICS
     assert metrics["sd_changed"] == 0.0
 
@@ -431,3 +438,22 @@ def test_restart_query_is_deterministic_for_a_seed(small_ctx, scope):
     second = build_strategy(config).query(small_ctx(config, seed=3), 12)
     assert torch.equal(first.indices, second.indices)
     assert first.metrics == pytest.approx(second.metrics, nan_ok=True)
+
+
+def test_a_query_ranked_by_one_term_warns_and_names_the_key(digits):
+    """lambda1 = 100 puts S_C's scale over S_S's: the query says so and how to rebalance it;
+    rank normalisation at lambda1 = 1 weighs the two alike and stays quiet."""
+    config = SMALL.replace(epochs_scoring=10, lambda1=100.0, lambda2=0.0)
+    ctx = make_context(digits, config, range(60), range(60, 260))
+    with pytest.warns(DominanceWarning, match=r"ranked by S_C alone.*lower lambda1 \(now 100\)"):
+        query = build_strategy(config).query(ctx, 20)
+    assert query.metrics["dominant/S_C"] == 1.0 and query.metrics["dominant/S_S"] == 0.0
+    assert query.metrics["score_sc_spearman"] >= 0.95 > query.metrics["score_ss_spearman"]
+
+    balanced = config.replace(lambda1=1.0, score_norm="rank")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DominanceWarning)
+        query = build_strategy(balanced).query(
+            make_context(digits, balanced, range(60), range(60, 260)), 20
+        )
+    assert query.metrics["dominant/S_C"] == 0.0 and query.metrics["dominant/S_S"] == 0.0

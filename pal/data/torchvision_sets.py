@@ -1,5 +1,6 @@
-"""The datasets read through torchvision from ``data_dir``: ``cifar10``, ``svhn`` and
-``caltech101`` (``download: true`` fetches them) and ``cityscapes`` (downloaded by hand).
+"""The datasets read through torchvision from ``data_dir``: ``cifar10``, ``fashion_mnist``,
+``svhn`` and ``caltech101`` (``download: true`` fetches them) and ``cityscapes`` (downloaded by
+hand).
 
 CIFAR-10 and SVHN come as arrays; Caltech-101 and Cityscapes are image files, decoded and resized
 once and cached under ``<data_dir>/.pal-cache/`` (:mod:`pal.data.cache`). Caltech-101 has no
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +25,13 @@ from pal.data.registry import DATASETS, KEEPS_ASPECT
 from pal.data.split import stratified_split
 from pal.segmentation import IGNORE
 
-__all__ = ["load_caltech101", "load_cifar10", "load_cityscapes", "load_svhn"]
+__all__ = [
+    "load_caltech101",
+    "load_cifar10",
+    "load_cityscapes",
+    "load_fashion_mnist",
+    "load_svhn",
+]
 
 
 @DATASETS.register("cifar10")
@@ -31,15 +39,9 @@ def load_cifar10(data_dir: str, download: bool, image_size: int | None) -> Image
     """torchvision CIFAR-10 under ``data_dir``: 50,000 / 10,000 RGB 32x32 images, 10 classes."""
     from torchvision.datasets import CIFAR10
 
-    def split(train: bool) -> CIFAR10:
-        return _torchvision(
-            "CIFAR-10",
-            data_dir,
-            download,
-            lambda: CIFAR10(data_dir, train=train, download=download),
-        )
-
-    train, test = split(True), split(False)
+    train, test = _train_test(
+        "CIFAR-10", data_dir, download, lambda train: CIFAR10(data_dir, train, download=download)
+    )
     return ImageData(
         name="cifar10",
         x_train=torch.from_numpy(train.data).permute(0, 3, 1, 2),  # [N, 32, 32, 3] -> NCHW
@@ -48,6 +50,29 @@ def load_cifar10(data_dir: str, download: bool, image_size: int | None) -> Image
         y_test=torch.as_tensor(np.asarray(test.targets, dtype=np.int64)),
         classes=list(train.classes),
         default_augment="crop_flip",
+    )
+
+
+@DATASETS.register("fashion_mnist")
+def load_fashion_mnist(data_dir: str, download: bool, image_size: int | None) -> ImageData:
+    """torchvision Fashion-MNIST under ``data_dir``: 60,000 / 10,000 grey 28x28 images of 10
+    kinds of clothing (Xiao et al. 2017; MIT licence)."""
+    from torchvision.datasets import FashionMNIST
+
+    train, test = _train_test(
+        "Fashion-MNIST",
+        data_dir,
+        download,
+        lambda train: FashionMNIST(data_dir, train, download=download),
+    )
+    return ImageData(
+        name="fashion_mnist",
+        x_train=train.data[:, None].contiguous(),  # [N, 28, 28] uint8 -> [N, 1, 28, 28]
+        y_train=train.targets.to(torch.int64),
+        x_test=test.data[:, None].contiguous(),
+        y_test=test.targets.to(torch.int64),
+        classes=list(train.classes),
+        default_augment="crop_flip",  # clothes keep their kind when mirrored
     )
 
 
@@ -174,6 +199,14 @@ def load_cityscapes(data_dir: str, download: bool, image_size: int | None) -> Im
 
 
 KEEPS_ASPECT.add("cityscapes")  # image_size is its height; the width keeps the 1:2 ratio
+
+
+def _train_test(what: str, data_dir: str, download: bool, make: Callable[[bool], Any]):
+    """``make(train)`` for the training and the test split, through :func:`_torchvision`."""
+    return tuple(
+        _torchvision(what, data_dir, download, lambda train=train: make(train))
+        for train in (True, False)
+    )
 
 
 def _torchvision(what: str, data_dir: str, download: bool, make: Callable):

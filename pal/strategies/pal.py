@@ -25,9 +25,14 @@ scoring pass, so each fine-tune and re-score runs on the head alone. ``lambda2 =
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
+import torch
+
 from pal import scoring
 from pal.config import ConfigError
-from pal.pretext import pretext_for, pretext_tasks
+from pal.pretext import PoolScores, pretext_for, pretext_tasks
 from pal.strategies.base import Query, QueryContext, Strategy, register_strategy
 
 
@@ -62,18 +67,85 @@ class PALStrategy(Strategy):
         """PAL's query of ``n`` (Algorithm 1) through the pretext of ``ctx.task``, which reads
         its training settings from ``ctx.config`` (the config this strategy was built with)."""
         cfg = self.config
-        pretext = pretext_for(ctx.task)
-        net = pretext.build(ctx)
-        fitted = pretext.train(net, ctx)
-        fit_metrics, fit_keys = pretext.fit_metrics(net, ctx)
-        sizes = scoring.subquery_sizes(n, cfg.subqueries) if cfg.lambda2 > 0 else [n]
-        keep = cfg.finetune_scope == "head" and len(sizes) > 1
-        scores = pretext.score(net, ctx, keep)
-        metrics = scoring.table1_correlations(scores.s_s, scores.s_c)
-        diversity = pretext.finetuner(net, scores, ctx) if len(sizes) > 1 else None
-        selection = scoring.run_subqueries(
-            scores.s_s, scores.s_c, sizes, cfg.lambda1, cfg.lambda2, diversity, cfg.score_norm
+        keep = cfg.finetune_scope == "head" and len(self.subquery_sizes(n)) > 1
+        scored = score_pool(ctx, keep)
+        selection = select(scored, ctx, n)
+        metrics = {**scored.metrics, **selection.diagnostics}
+        metrics.update(warn_dominance(selection.diagnostics, cfg))
+        return Query(
+            ctx.unlabeled[selection.picked], metrics, scored.fit_keys, selection.pick_scores
         )
-        metrics.update(selection.diagnostics)
-        metrics.update(fit_metrics, **{"scoring/epoch": float(fitted.chosen_epoch)})
-        return Query(ctx.unlabeled[selection.picked], metrics, fit_keys, selection.pick_scores)
+
+    def subquery_sizes(self, n: int) -> list[int]:
+        """The sub-query sizes of a query of ``n``: ``[n]`` when ``S_D`` is unused."""
+        return _sizes(self.config, n)
+
+
+class DominanceWarning(UserWarning):
+    """One term of PAL's hybrid score ranks the query on its own (:func:`warn_dominance`)."""
+
+
+def warn_dominance(diagnostics: dict[str, float], cfg) -> dict[str, float]:
+    """Warn (:class:`DominanceWarning`) for each weighted term that decides the query's
+    ranking alone (:func:`pal.scoring.dominant_terms`), naming the key that would rebalance
+    it; returns the query metrics ``dominant/<term>``: 1.0 for such a term, 0.0 for the other
+    weighted terms."""
+    found = scoring.dominant_terms(diagnostics, cfg.lambda1, cfg.lambda2, cfg.score_norm)
+    weighted = ["S_S"] + ["S_C"] * (cfg.lambda1 != 0)
+    weighted += ["S_D"] * (cfg.lambda2 != 0 and "sd_ss_spearman" in diagnostics)
+    flags = {f"dominant/{term}": 0.0 for term in weighted} if len(weighted) > 1 else {}
+    for dominance in found:
+        flags[f"dominant/{dominance.term}"] = 1.0
+        warnings.warn(dominance.message(), DominanceWarning, stacklevel=3)
+    return flags
+
+
+def _sizes(cfg, n: int) -> list[int]:
+    return scoring.subquery_sizes(n, cfg.subqueries) if cfg.lambda2 > 0 else [n]
+
+
+@dataclasses.dataclass
+class ScoredPool:
+    """PAL's scoring network trained on ``D_L`` and its scores of the pool (Algorithm 1's first
+    loop and Eq. 1, 3): what every selection of one query starts from.
+
+    Attributes:
+        net: the trained scoring network.
+        scores: ``S_S``, ``S_C`` ``[U]`` (and the head's features when kept).
+        metrics: the Table 1 correlations, the network's fit and its chosen epoch.
+        fit_keys: the metrics held to ``fit_threshold``.
+    """
+
+    net: torch.nn.Module
+    scores: PoolScores
+    metrics: dict[str, float]
+    fit_keys: tuple[str, ...]
+
+
+def score_pool(ctx: QueryContext, keep: bool) -> ScoredPool:
+    """Train the scoring network of ``ctx.task``'s pretext on ``D_L`` and score ``ctx.unlabeled``
+    (with ``keep``, also the features a head-only fine-tune reads)."""
+    pretext = pretext_for(ctx.task)
+    net = pretext.build(ctx)
+    fitted = pretext.train(net, ctx)
+    fit_metrics, fit_keys = pretext.fit_metrics(net, ctx)
+    scores = pretext.score(net, ctx, keep)
+    metrics = scoring.table1_correlations(scores.s_s, scores.s_c)
+    metrics.update(fit_metrics, **{"scoring/epoch": float(fitted.chosen_epoch)})
+    return ScoredPool(net, scores, metrics, tuple(fit_keys))
+
+
+def select(scored: ScoredPool, ctx: QueryContext, n: int) -> scoring.SubquerySelection:
+    """The ``K`` sub-queries of ``n`` on a scored pool under ``ctx.config``'s ``lambda1``,
+    ``lambda2``, ``score_norm`` and fine-tune (Eq. 4). Nothing here changes ``scored``, so one
+    scored pool serves selections under several settings (the terms study,
+    ``benchmarks/missing_share.py``)."""
+    cfg = ctx.config
+    sizes = _sizes(cfg, n)
+    diversity = None
+    if len(sizes) > 1:
+        diversity = pretext_for(ctx.task).finetuner(scored.net, scored.scores, ctx)
+    s_s, s_c = scored.scores.s_s, scored.scores.s_c
+    return scoring.run_subqueries(
+        s_s, s_c, sizes, cfg.lambda1, cfg.lambda2, diversity, cfg.score_norm
+    )
