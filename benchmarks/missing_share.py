@@ -1,21 +1,24 @@
 """PAL's first query with classes missing from the initial pool, term by term (Section 4.5).
 
-    python -m benchmarks.missing_share                         # digits, CIFAR-10, MNIST; 3 seeds
-    python -m benchmarks.missing_share --datasets digits --seeds 0 1
+    python -m benchmarks.missing_share                       # every setting whose data is here
+    python -m benchmarks.missing_share --settings digits --seeds 0 1
+    python -m benchmarks.missing_share --settings fashion_mnist --data-dir ~/data
+    python -m benchmarks.missing_share --render a.json b.json   # tables from saved results
 
-For each dataset and seed the experiment is set up as ``pal run`` sets it up (the library's
-defaults, ``cnn`` networks, 10% labeled at start with the dataset's last two classes missing, a
-5% query) and the scoring network is trained once on ``D_L``; every variant's query is then
-taken on that one network by :func:`pal.strategies.pal.select`, the code PAL's query runs
-(the variants differ only in ``lambda1``, ``lambda2``, ``score_norm`` and the fine-tune, none
-of which the network's training reads). Random's query is the ``random`` strategy's, on the
-same pools.
+A setting is a dataset and the two classes missing from its initial pool (:data:`SETTINGS`).
+For each setting and seed the experiment is set up as ``pal run`` sets it up (the library's
+defaults, ``cnn`` networks, 10% labeled at start, a 5% query) and the scoring network is
+trained once on ``D_L``; every variant's query is then taken on that one network by
+:func:`pal.strategies.pal.select`, the code PAL's query runs (the variants differ only in
+``lambda1``, ``lambda2``, ``score_norm`` and the fine-tune, none of which the network's
+training reads). Random's query is the ``random`` strategy's, on the same pools.
 
 Per variant: the first query's missing-class share (mean over seeds, 95% t interval, ratio to
 random's), and the query metrics that say which term ranked the query: the Spearman of the
 first sub-query's score with ``S_S`` and with ``S_C``, the mean Spearman of each later
-sub-query's score with ``S_D``, and ``sd_finetune_changed``. Writes ``<out>/missing_share.json``
-and ``.md``.
+sub-query's score with ``S_D``, and ``sd_finetune_changed``. Per setting, how well ``S_S`` and
+``S_C`` rank the missing classes first over the whole pool (AUROC). Writes
+``<out>/missing_share.json`` and ``.md``: one table per setting and one across the settings.
 """
 
 from __future__ import annotations
@@ -31,20 +34,32 @@ import numpy as np
 import scipy.stats
 
 from pal.config import Config, make_config, parse_override
-from pal.data import ImageData, load_dataset
+from pal.data import DataError, ImageData, load_dataset
 from pal.loop import Experiment
 from pal.stats import paired_t_interval
 from pal.strategies import build_strategy
 from pal.strategies.pal import score_pool, select
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATASETS = {
-    "digits": {"dataset": "digits"},
-    "cifar10": {"dataset": f"folder:{SHARED / 'cifar10-jpeg.tar.gz'}", "pool_size": 6000},
-    "mnist": {"dataset": f"npz:{SHARED / 'mnist.npz'}", "pool_size": 6000},
-    "fashion_mnist": {"dataset": "fashion_mnist", "pool_size": 6000},  # under data_dir
+CIFAR10 = {"dataset": f"folder:{SHARED / 'cifar10-jpeg.tar.gz'}", "pool_size": 6000}
+FASHION = {"dataset": "fashion_mnist", "pool_size": 6000}  # torchvision's, under --data-dir
+FIT = {"epochs_scoring": 100, "model_selection": "last"}
+SETTINGS = {
+    "digits": {"dataset": "digits", "missing_classes": ["8", "9"]},
+    "mnist": {
+        "dataset": f"npz:{SHARED / 'mnist.npz'}",
+        "pool_size": 6000,
+        "missing_classes": ["8", "9"],
+    },
+    "fashion_mnist": {**FASHION, "missing_classes": ["Bag", "Ankle boot"]},
+    "fashion_mnist_tops": {**FASHION, "missing_classes": ["Pullover", "Shirt"]},
+    "cifar10": {**CIFAR10, "missing_classes": ["ship", "truck"]},
+    "cifar10_pets": {**CIFAR10, "missing_classes": ["cat", "dog"]},
+    "cifar10_fit": {**CIFAR10, "missing_classes": ["ship", "truck"], **FIT},
 }
-"""The datasets measured, as config keys on the library's defaults (``--set`` adds more)."""
+"""The settings measured: a dataset and its missing classes, as config keys on the library's
+defaults (``--set`` adds more). ``cifar10_fit`` trains the scoring network 100 epochs, not 30,
+and keeps the last (the default keeps the epoch of lowest validation loss)."""
 SETUP = {"initial_fraction": 0.1, "query_fraction": 0.05, "rounds": 1, "task_backbone": "cnn"}
 
 FINETUNES = {
@@ -82,6 +97,7 @@ def measure(config: Config, variants: dict[str, dict], data: ImageData | None = 
     ctx = exp.query_context(1)
     n = exp.query_size
     out: dict = {"seed": config.seed, "n_query": n, "n_unlabeled": int(ctx.unlabeled.numel())}
+    out["missing_classes"] = list(config.missing_classes)
     with exp.runtime.autocast():
         rand = build_strategy(config.replace(strategy="random")).query(ctx, n).indices
         out["random"] = exp.task.missing_share(rand.cpu().numpy(), missing)
@@ -104,6 +120,7 @@ def measure(config: Config, variants: dict[str, dict], data: ImageData | None = 
             out["variants"][name] = {
                 "share": exp.task.missing_share(picked, missing),
                 "picked": picked.tolist(),
+                "class_rates": exp.task.class_rates(picked),
                 **{k: float(v) for k, v in selection.diagnostics.items()},
             }
     return out
@@ -152,15 +169,15 @@ def _mean(values) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def markdown(dataset: str, rows: dict[str, dict], seeds: list[dict]) -> str:
-    """One dataset's table: share, interval, ratio to random and the ranking metrics."""
+def markdown(setting: str, rows: dict[str, dict], seeds: list[dict]) -> str:
+    """One setting's table: share, interval, ratio to random and the ranking metrics."""
     fit = {
         k: _mean([s["scoring"].get(f"scoring/{k}", math.nan) for s in seeds])
         for k in ("rotation_train_accuracy", "class_train_accuracy")
     }
     ranking = {t: _mean([s["auroc"][t] for s in seeds]) for t in ("S_S", "S_C")}
     lines = [
-        f"### {dataset}: {seeds[0]['n_query']} queried of {seeds[0]['n_unlabeled']}, "
+        f"### {setting}: {seeds[0]['n_query']} queried of {seeds[0]['n_unlabeled']}, "
         f"missing classes {_mean([s['pool'] for s in seeds]):.3f} of the pool, "
         f"{len(seeds)} seeds",
         "",
@@ -189,49 +206,118 @@ def markdown(dataset: str, rows: dict[str, dict], seeds: list[dict]) -> str:
             ),
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", *by_class(seeds)]) + "\n"
+
+
+BY_CLASS = ("S_S", "S_S+S_C none", "S_S+S_C+S_D none ft:new")
+"""The variants whose queries :func:`by_class` breaks down: each term alone, and the defaults."""
+
+
+def by_class(seeds: list[dict]) -> list[str]:
+    """Which classes the queries of :data:`BY_CLASS` took (mean share over seeds; the missing
+    classes starred), as markdown lines."""
+    names = [n for n in BY_CLASS if n in seeds[0]["variants"]]
+    if not names:
+        return []
+    classes = list(seeds[0]["variants"][names[0]]["class_rates"])
+    missing = set(seeds[0]["missing_classes"])
+    head = [f"{c}*" if c in missing else c for c in classes]
+    lines = [
+        "Which classes the query took (mean share over seeds; * missing at start):",
+        "",
+        "| variant | " + " | ".join(head) + " |",
+        "| --- |" + " --- |" * len(classes),
+    ]
+    for name in names:
+        rates = [
+            _mean([s["variants"][name]["class_rates"].get(c, 0.0) for s in seeds]) for c in classes
+        ]
+        lines.append(f"| {name} | " + " | ".join(f"{r:.2f}" for r in rates) + " |")
+    return lines
 
 
 def _fmt(v: float) -> str:
     return "" if math.isnan(v) else f"{v:.2f}"
 
 
+def across(results: dict[str, dict]) -> str:
+    """One table over the settings: per variant the mean share and its ratio to random's; below
+    it, each term's AUROC for the missing classes and the scoring network's rotation accuracy."""
+    names = list(results)
+    variants = list(next(iter(results.values()))["summary"])
+    lines = [
+        "| variant | " + " | ".join(names) + " |",
+        "| --- |" + " --- |" * len(names),
+    ]
+    for v in variants:
+        cells = [results[n]["summary"][v] for n in names]
+        lines.append(
+            f"| {v} | "
+            + " | ".join(f"{c['mean']:.3f} ({c['vs_random']:.2f}x)" for c in cells)
+            + " |"
+        )
+    for term in ("S_S", "S_C"):
+        values = [_mean([s["auroc"][term] for s in results[n]["seeds"]]) for n in names]
+        lines.append(f"| AUROC of {term} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+    key = "scoring/rotation_train_accuracy"
+    fits = [_mean([s["scoring"].get(key, math.nan) for s in results[n]["seeds"]]) for n in names]
+    lines.append("| rotation accuracy on D_L | " + " | ".join(f"{v:.3f}" for v in fits) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict[str, dict], out_dir: Path) -> None:
+    """``missing_share.json`` and ``.md`` (the table across the settings, then one per
+    setting) under ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "missing_share.json").write_text(json.dumps(results, indent=1))
+    texts = [markdown(n, r["summary"], r["seeds"]) for n, r in results.items()]
+    (out_dir / "missing_share.md").write_text("\n".join([across(results), *texts]))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--data-dir", default="data", help="where torchvision's datasets are")
+    parser.add_argument("--render", nargs="+", metavar="JSON", help="tables from saved results")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
-    extra = dict(parse_override(s) for s in args.set)
-    variants = term_variants()
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results, texts = {}, []
-    for dataset in args.datasets:
-        base = {**SETUP, **DATASETS[dataset], **extra}
+    if args.render:
+        results = {}
+        for path in args.render:
+            results.update(json.loads(Path(path).read_text()))
+        write(results, out_dir)
+        print((out_dir / "missing_share.md").read_text())
+        return
+    extra = {"data_dir": args.data_dir, **dict(parse_override(s) for s in args.set)}
+    variants = term_variants()
+    results = {}
+    for name in args.settings:
+        base = {**SETUP, **SETTINGS[name], **extra}
         config = make_config(base)
-        data = load_dataset(config.dataset, config.data_dir, config.download, config.image_size)
-        if not config.missing_classes:
-            base["missing_classes"] = list(data.classes[-2:])
+        try:
+            data = load_dataset(config.dataset, config.data_dir, config.download, config.image_size)
+        except DataError as err:
+            print(f"{name}: skipped ({err})", flush=True)
+            continue
         seeds = []
         for seed in args.seeds:
-            config = make_config(base, seed=seed)
             start = time.perf_counter()
-            seeds.append(measure(config, variants, data))
+            seeds.append(measure(make_config(base, seed=seed), variants, data))
             shares = {k: v["share"] for k, v in seeds[-1]["variants"].items()}
             print(
-                f"{dataset} seed {seed}: {time.perf_counter() - start:.0f} s, missing-class share "
+                f"{name} seed {seed}: {time.perf_counter() - start:.0f} s, missing-class share "
                 f"random {seeds[-1]['random']:.3f}, "
                 + ", ".join(f"{k} {v:.3f}" for k, v in shares.items()),
                 flush=True,
             )
-        rows = summary(seeds)
-        results[dataset] = {"config": base, "seeds": seeds, "summary": rows}
-        texts.append(markdown(dataset, rows, seeds))
-        print(texts[-1], flush=True)
-        (out_dir / "missing_share.json").write_text(json.dumps(results, indent=1))
-        (out_dir / "missing_share.md").write_text("\n".join(texts))
+            # saved after every seed: a stopped run keeps the seeds it measured
+            results[name] = {"config": base, "seeds": seeds, "summary": summary(seeds)}
+            write(results, out_dir)
+        if seeds:
+            print(markdown(name, results[name]["summary"], seeds), flush=True)
 
 
 if __name__ == "__main__":

@@ -61,3 +61,37 @@ def test_auroc_matches_sklearn_and_reads_below_half_as_preferring_the_known_clas
     assert missing_share.auroc(np.arange(4.0), np.array([False, False, True, True])) == 1.0
     assert missing_share.auroc(np.arange(4.0), np.array([True, True, False, False])) == 0.0
     assert np.isnan(missing_share.auroc(np.arange(3.0), np.zeros(3, dtype=bool)))
+
+
+def test_render_puts_saved_settings_side_by_side(tmp_path):
+    """--render writes the table across settings from saved results, without training."""
+    import json
+
+    def saved(shift):
+        seeds = [
+            {
+                "random": 0.2,
+                "n_query": 10,
+                "n_unlabeled": 100,
+                "pool": 0.2,
+                "auroc": {"S_S": 0.3 + shift, "S_C": 0.6},
+                "scoring": {"scoring/rotation_train_accuracy": 0.9},
+                "missing_classes": ["y"],
+                "variants": {"S_S": {"share": s + shift, "class_rates": {"x": 1 - s, "y": s}}},
+            }
+            for s in (0.4, 0.5, 0.6)
+        ]
+        return {"config": {}, "seeds": seeds, "summary": missing_share.summary(seeds)}
+
+    paths = []
+    for name, shift in (("a", 0.0), ("b", 0.1)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps({name: saved(shift)}))
+    missing_share.main(["--render", *map(str, paths), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "missing_share.md").read_text()
+    assert "| variant | a | b |" in text
+    assert "| S_S | 0.500 (2.50x) | 0.600 (3.00x) |" in text
+    assert "| AUROC of S_S | 0.30 | 0.40 |" in text
+    assert "### a:" in text and "### b:" in text
+    assert "| variant | x | y* |" in text and "| S_S | 0.50 | 0.50 |" in text
+    assert set(json.loads((tmp_path / "out" / "missing_share.json").read_text())) == {"a", "b"}

@@ -2,7 +2,8 @@
 
 The search follows the paper's Appendix B (lambda1, lambda2 in {0.5, 1}, widened here:
 lambda1 log-uniform in [0.01, 2], since S_C's spread is several times S_S's and a small lambda1
-is what lets S_S count; lambda2 in [0, 2]; learning rates in [1e-4, 1e-1]; SGD or Adam) plus
+is what lets S_S count; lambda2 in [0, 2], down to no S_D, which takes the most of classes missing
+from the labels, see docs/studies.md; learning rates in [1e-4, 1e-1]; SGD or Adam) plus
 the number of sub-queries K and how the terms are weighed and the sub-query fine-tune runs:
 ``score_norm`` (none, zscore, rank), ``finetune_epochs`` (1..20), ``finetune_lr_factor``
 (log-uniform 0.03..1), ``finetune_start`` (continue, restart) and ``finetune_scope`` (head, all;
