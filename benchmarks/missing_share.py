@@ -39,6 +39,7 @@ from pal.loop import Experiment
 from pal.stats import paired_t_interval
 from pal.strategies import build_strategy
 from pal.strategies.pal import score_pool, select
+from pal.verdicts import column_nanmean
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CIFAR10 = {"dataset": f"folder:{SHARED / 'cifar10-jpeg.tar.gz'}", "pool_size": 6000}
@@ -165,8 +166,8 @@ def _row(shares: np.ndarray, random: np.ndarray) -> dict:
 
 
 def _mean(values) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else math.nan
+    """The mean of ``values`` over the finite ones (NaN for none), as the reports take it."""
+    return float(column_nanmean(np.asarray(list(values), dtype=float).reshape(-1, 1))[0])
 
 
 def markdown(setting: str, rows: dict[str, dict], seeds: list[dict]) -> str:

@@ -67,7 +67,7 @@ class PALStrategy(Strategy):
         """PAL's query of ``n`` (Algorithm 1) through the pretext of ``ctx.task``, which reads
         its training settings from ``ctx.config`` (the config this strategy was built with)."""
         cfg = self.config
-        keep = cfg.finetune_scope == "head" and len(self.subquery_sizes(n)) > 1
+        keep = cfg.finetune_scope == "head" and len(_sizes(cfg, n)) > 1
         scored = score_pool(ctx, keep)
         selection = select(scored, ctx, n)
         metrics = {**scored.metrics, **selection.diagnostics}
@@ -75,10 +75,6 @@ class PALStrategy(Strategy):
         return Query(
             ctx.unlabeled[selection.picked], metrics, scored.fit_keys, selection.pick_scores
         )
-
-    def subquery_sizes(self, n: int) -> list[int]:
-        """The sub-query sizes of a query of ``n``: ``[n]`` when ``S_D`` is unused."""
-        return _sizes(self.config, n)
 
 
 class DominanceWarning(UserWarning):
@@ -101,6 +97,7 @@ def warn_dominance(diagnostics: dict[str, float], cfg) -> dict[str, float]:
 
 
 def _sizes(cfg, n: int) -> list[int]:
+    """The sub-query sizes of a query of ``n``: ``[n]`` when ``S_D`` is unused."""
     return scoring.subquery_sizes(n, cfg.subqueries) if cfg.lambda2 > 0 else [n]
 
 
