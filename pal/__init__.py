@@ -3,6 +3,12 @@
 >>> import pal
 >>> result = pal.run_experiment(dataset="digits", strategy="pal", rounds=3, seed=0)
 >>> [(r.round, r.n_labeled, r.test_accuracy) for r in result.rounds]  # doctest: +SKIP
+
+The extension seams are here: a query strategy (:class:`Strategy`, :func:`register_strategy`),
+a pretext task (:class:`Pretext`, :func:`register_pretext`) and a dataset path form
+(:func:`register_prefix`); so are the warnings and errors a caller catches. Importing ``pal``
+imports neither MLflow (:mod:`pal.tracking`) nor Ray (:mod:`pal.sweeps`, :mod:`pal.distributed`):
+:func:`run_experiment`, :func:`sweep` and :func:`report` import them when they are called.
 """
 
 from __future__ import annotations
@@ -11,14 +17,33 @@ import os
 from collections.abc import Mapping
 
 from pal.config import Config, ConfigError, make_config
-from pal.data import DATASETS, DataError, ImageData, list_datasets, load_dataset
+from pal.data import (
+    DATASETS,
+    DataError,
+    ImageData,
+    UnknownDatasetError,
+    list_datasets,
+    load_dataset,
+    register_prefix,
+)
+from pal.labeling.imports import AnnotationFileError
+from pal.labeling.project import ProjectBusyError, ProjectError
 from pal.loop import Experiment, RoundCallback
 from pal.models import BACKBONES, list_backbones
+from pal.pretext import Pretext, register_pretext
+from pal.provenance import PACKAGE_VERSION as __version__
+from pal.registry import UnknownNameError
 from pal.results import ExperimentResult, RoundRecord
-from pal.strategies import STRATEGIES, PoolExhaustedError, list_strategies
-from pal.training import ProgressFn
-
-__version__ = "0.1.0"
+from pal.strategies import (
+    STRATEGIES,
+    PoolExhaustedError,
+    Strategy,
+    list_strategies,
+    register_strategy,
+)
+from pal.strategies.pal import DominanceWarning
+from pal.training import ProgressFn, TrainingDivergedError, UnderfitWarning
+from pal.vocabulary import PLACEMENT_TAG
 
 
 def run_experiment(
@@ -70,11 +95,12 @@ def run_tracked(
     Raises:
         ConfigError: an unusable ``tracking_uri``, before any training.
     """
-    from pal.tracking import MLflowTracker, check_tracking_store, resolve_tracking_uri
+    from pal.tracking.runs import MLflowTracker
+    from pal.tracking.store import check_tracking_store, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     check_tracking_store(uri)
-    tags = {"pal.placement": experiment.placement.describe()}
+    tags = {PLACEMENT_TAG: experiment.placement.describe()}
     with MLflowTracker(experiment.config, uri, experiment_name, tags=tags) as tracker:
         result = experiment.run((tracker, *callbacks))  # logged before the caller's callbacks
     result.run_id = tracker.run_id
@@ -86,7 +112,7 @@ def sweep(job: str | os.PathLike, **options):
 
     >>> pal.sweep("tune_jobs/quickstart.py", num_samples=8)  # doctest: +SKIP
     """
-    from pal.sweeps import sweep as run_sweep  # Ray is imported only when a sweep runs
+    from pal.sweeps.launch import sweep as run_sweep  # Ray is imported only when a sweep runs
 
     return run_sweep(job, **options)
 
@@ -115,21 +141,37 @@ __all__ = [
     "BACKBONES",
     "DATASETS",
     "STRATEGIES",
+    "AnnotationFileError",
     "Config",
     "ConfigError",
     "DataError",
+    "DominanceWarning",
     "Experiment",
     "ExperimentResult",
     "ImageData",
     "PoolExhaustedError",
+    "Pretext",
+    "ProjectBusyError",
+    "ProjectError",
+    "RoundCallback",
     "RoundRecord",
+    "Strategy",
+    "TrainingDivergedError",
+    "UnderfitWarning",
+    "UnknownDatasetError",
+    "UnknownNameError",
+    "__version__",
     "list_backbones",
     "list_datasets",
     "list_strategies",
     "load_dataset",
     "make_config",
+    "register_prefix",
+    "register_pretext",
+    "register_strategy",
     "report",
     "run_experiment",
+    "run_tracked",
     "sweep",
     "until_decided",
 ]

@@ -15,41 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from pal.config import ConfigError, make_config, parse_override
 from pal.labeling.cli import add_label_parser
+from pal.progress import ProgressBars
 from pal.stats import ALPHA, BOUNDARIES, CORRECTIONS
 from pal.studies import DEFAULT_BATCH
 from pal.verdicts import DEFAULT_EFFECT
-
-
-class ProgressBars:
-    """Two tqdm bars: rounds (outer) and the epochs of the current training phase (inner)."""
-
-    def __init__(self, rounds: int, enabled: bool = True):
-        self.enabled = enabled
-        self.rounds = tqdm(total=rounds, desc="rounds", unit="round", disable=not enabled)
-        self.epochs = tqdm(total=1, desc="epochs", unit="epoch", leave=False, disable=not enabled)
-        self.phase = None
-
-    def epoch(self, phase: str, epoch: int, epochs: int) -> None:
-        if phase != self.phase or epoch == 1:
-            self.phase = phase
-            self.epochs.reset(total=epochs)
-            self.epochs.set_description(f"{phase} epochs")
-        self.epochs.update(1)
-
-    def round_done(self, record, experiment) -> None:
-        self.rounds.update(1)
-        metric = "test_acc" if experiment.task.metric == "accuracy" else "test_miou"
-        self.rounds.set_postfix(
-            {"labeled": record.n_labeled, metric: f"{record.test_accuracy:.4f}"}, refresh=False
-        )
-
-    def close(self) -> None:
-        self.epochs.close()
-        self.rounds.close()
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -64,7 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.no_tracking:
         uri = None
     else:
-        from pal.tracking import resolve_tracking_uri
+        from pal.tracking.store import resolve_tracking_uri
 
         uri = resolve_tracking_uri(args.tracking_uri)  # run_tracked checks it before training
     bars = ProgressBars(config.rounds + 1, enabled=not args.quiet)
@@ -94,7 +65,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_sweep(
     args: argparse.Namespace, seeds: int | None = None, variants: list[str] | None = None
 ) -> int:
-    from pal.sweeps import sweep
+    from pal.sweeps.launch import sweep
 
     sweep(
         args.job,

@@ -7,8 +7,11 @@ pool size) is checked by :func:`pal.loop.Experiment` before any training starts.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import functools
+import json
 import os
 import re
 import types
@@ -22,6 +25,39 @@ import yaml
 
 class ConfigError(ValueError):
     """A config value is missing, of the wrong type or out of range; the message names the field."""
+
+
+GROUPS = ("data", "method", "budget", "machine")
+"""The groups of config keys (see :class:`Config`; :func:`keys_in`, :func:`group_of`)."""
+
+AUGMENTS = ("none", "crop", "crop_flip")
+"""The task network's augmentations (config ``augment``, whose ``auto`` is the dataset's own)."""
+
+SCORE_NORMS = ("none", "zscore", "rank")
+"""What :func:`pal.scoring.normalize_score` can do to a term before it is weighted (config
+``score_norm``)."""
+
+
+def _key(group: str, default: Any, choices: tuple[str, ...] | None) -> Any:
+    """A :class:`Config` field: its group and, for a key with a fixed set of values, those."""
+    assert group in GROUPS, group
+    return dataclasses.field(default=default, metadata={"group": group, "choices": choices})
+
+
+def _data(default: Any, *, choices: tuple[str, ...] | None = None) -> Any:
+    return _key("data", default, choices)
+
+
+def _method(default: Any, *, choices: tuple[str, ...] | None = None) -> Any:
+    return _key("method", default, choices)
+
+
+def _budget(default: Any, *, choices: tuple[str, ...] | None = None) -> Any:
+    return _key("budget", default, choices)
+
+
+def _machine(default: Any, *, choices: tuple[str, ...] | None = None) -> Any:
+    return _key("machine", default, choices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,77 +88,94 @@ class Config:
     scored by ``distributed_workers`` Ray Data actors (null: one per free GPU, or per free CPU on
     a CPU cluster; :mod:`pal.distributed`). ``candidate_pool`` (null: off) scores only a seeded
     random subset of that many unlabeled images per query (baal's ``max_sample``).
+
+    Groups: every key belongs to one of :data:`GROUPS` (:func:`keys_in`, :func:`group_of`), by
+    what taking it to another pool would mean. ``method``: how the strategy chooses and how the
+    networks learn (strategy, lambdas, sub-queries, fine-tune, ``score_norm``, backbones, epochs,
+    learning rates, optimizer, schedule, ``batch_size``, dropout, ``augment``, model selection and
+    the fit check, the SimCLR, DBAL and VAAL knobs): what a sweep searches and what ``pal label
+    init --from-sweep/--from-run`` carries to a labeling project. ``data``: which images and what
+    is done to them before any learning (dataset, ``data_dir``, download, ``image_size``,
+    ``pool_size``, ``val_size``, ``label_noise``, ``missing_classes``). ``budget``: how many labels
+    are bought and when (``initial_*``, ``query_*``, rounds), and ``seed``, the replicate: a study
+    varies it and never tunes it. ``machine``: where and how cheaply it is computed, sized to the
+    computer and the pool's scale (device, precision, ``memory_format``, compile,
+    ``eval_batch_size``, ``device_budget_gb``, ``distributed_*``), with ``candidate_pool``: it
+    changes which images a query scores, but as a cap on the scoring's cost chosen for a pool's
+    size and a machine, not a setting learned on one pool for another. Only ``method`` keys pass
+    from one experiment to another; the rest belong to the user's pool, budget and computer.
+    A key with a fixed set of values holds them in its field metadata (:func:`choices_of`).
     """
 
     # data
-    dataset: str = "digits"
-    data_dir: str = "data"
-    download: bool = False
-    pool_size: int | None = None
-    image_size: int | None = None
-    augment: str = "auto"
+    dataset: str = _data("digits")
+    data_dir: str = _data("data")
+    download: bool = _data(False)
+    pool_size: int | None = _data(None)
+    image_size: int | None = _data(None)
+    augment: str = _method("auto", choices=("auto", *AUGMENTS))
     # active learning protocol
-    strategy: str = "pal"
-    initial_fraction: float = 0.1
-    initial_size: int | None = None
-    query_fraction: float = 0.05
-    query_size: int | None = None
-    rounds: int = 6
-    val_size: int = 100
-    seed: int = 0
-    label_noise: float = 0.0
-    missing_classes: tuple[str, ...] = ()
+    strategy: str = _method("pal")
+    initial_fraction: float = _budget(0.1)
+    initial_size: int | None = _budget(None)
+    query_fraction: float = _budget(0.05)
+    query_size: int | None = _budget(None)
+    rounds: int = _budget(6)
+    val_size: int = _data(100)
+    seed: int = _budget(0)
+    label_noise: float = _data(0.0)
+    missing_classes: tuple[str, ...] = _data(())
     # networks and training
-    task_backbone: str = "cnn"
-    scoring_backbone: str = "cnn"
-    epochs_task: int = 30
-    epochs_scoring: int = 30
-    lr_task: float = 0.05
-    lr_scoring: float = 0.05
-    optimizer: str = "sgd"
-    lr_schedule: str = "cosine"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 64
-    eval_batch_size: int = 512
-    dropout: float = 0.0
-    device: str = "auto"
+    task_backbone: str = _method("cnn")
+    scoring_backbone: str = _method("cnn")
+    epochs_task: int = _method(30)
+    epochs_scoring: int = _method(30)
+    lr_task: float = _method(0.05)
+    lr_scoring: float = _method(0.05)
+    optimizer: str = _method("sgd", choices=("sgd", "adam"))
+    lr_schedule: str = _method("cosine", choices=("cosine", "constant"))
+    momentum: float = _method(0.9)
+    weight_decay: float = _method(5e-4)
+    batch_size: int = _method(64)
+    eval_batch_size: int = _machine(512)
+    dropout: float = _method(0.0)
+    device: str = _machine("auto", choices=("auto", "cpu", "cuda"))
     # large pools: where the images live, Ray Data scoring, a candidate pre-filter
-    device_budget_gb: float | None = None
-    distributed_min_pool: int | None = 100_000
-    distributed_workers: int | None = None
-    candidate_pool: int | None = None
+    device_budget_gb: float | None = _machine(None)
+    distributed_min_pool: int | None = _machine(100_000)
+    distributed_workers: int | None = _machine(None)
+    candidate_pool: int | None = _machine(None)
     # fitting: checkpoint selection on validation, the fit check, regularisation (task network)
-    model_selection: str = "best_val"
-    val_checks: int = 10
-    fit_threshold: float | None = None
-    epochs_task_max: int | None = None
-    randaugment_ops: int = 0
-    randaugment_magnitude: float = 0.3
-    swa: bool = False
-    swa_start: float = 0.75
+    model_selection: str = _method("best_val", choices=("best_val", "last"))
+    val_checks: int = _method(10)
+    fit_threshold: float | None = _method(None)
+    epochs_task_max: int | None = _method(None)
+    randaugment_ops: int = _method(0)
+    randaugment_magnitude: float = _method(0.3)
+    swa: bool = _method(False)
+    swa_start: float = _method(0.75)
     # speed: bf16 autocast and channels-last where they pay (GPUs), torch.compile on request
-    precision: str = "auto"
-    memory_format: str = "auto"
-    compile: bool = False
+    precision: str = _machine("auto", choices=("auto", "fp32", "bf16"))
+    memory_format: str = _machine("auto", choices=("auto", "contiguous", "channels_last"))
+    compile: bool = _machine(False)
     # PAL (Eq. 4 and Section 3.3)
-    lambda1: float = 1.0
-    lambda2: float = 1.0
-    subqueries: int = 5
-    finetune_scope: str = "head"
-    finetune_start: str = "continue"
-    finetune_epochs: int = 20
-    finetune_lr_factor: float = 1.0
-    score_norm: str = "none"
+    lambda1: float = _method(1.0)
+    lambda2: float = _method(1.0)
+    subqueries: int = _method(5)
+    finetune_scope: str = _method("head", choices=("head", "all"))
+    finetune_start: str = _method("continue", choices=("continue", "restart"))
+    finetune_epochs: int = _method(20)
+    finetune_lr_factor: float = _method(1.0)
+    score_norm: str = _method("none", choices=SCORE_NORMS)
     # PAL for segmentation: SimCLR's NT-Xent temperature (Section 3.1, Eq. 2)
-    simclr_temperature: float = 0.5
+    simclr_temperature: float = _method(0.5)
     # baselines (DBAL: MC dropout, Gal et al. 2017)
-    mc_samples: int = 20
-    dbal_acquisition: str = "bald"
+    mc_samples: int = _method(20)
+    dbal_acquisition: str = _method("bald", choices=("bald", "max_entropy"))
     # baselines (VAAL: VAE + adversarial discriminator, Sinha et al. 2019)
-    vaal_latent_dim: int = 32
-    vaal_epochs: int = 10
-    vaal_lr: float = 5e-4
+    vaal_latent_dim: int = _method(32)
+    vaal_epochs: int = _method(10)
+    vaal_lr: float = _method(5e-4)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -149,11 +202,26 @@ class Config:
             raise ConfigError(_unknown_keys_message(unknown))
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> Config:
+        """The config an MLflow run logged as ``params`` (:meth:`to_params`), every value read
+        back by :func:`parse_param`; a key the params lack (a run older than it) is the default.
+        """
+        unknown = [k for k in params if k not in _field_names()]
+        if unknown:
+            raise ConfigError(_unknown_keys_message(unknown))
+        return cls(**{k: parse_param(k, v) for k, v in params.items()})
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe values (tuples become lists)."""
         out = dataclasses.asdict(self)
         out["missing_classes"] = list(self.missing_classes)
         return out
+
+    def to_params(self) -> dict[str, str]:
+        """The config as MLflow params (strings, :func:`param_value`); :meth:`from_params` reads
+        them back."""
+        return {k: param_value(v) for k, v in self.to_dict().items()}
 
 
 def make_config(config: Config | Mapping | str | os.PathLike | None = None, **overrides) -> Config:
@@ -207,6 +275,66 @@ def field_names() -> list[str]:
     return list(_field_names())
 
 
+def keys_in(group: str) -> tuple[str, ...]:
+    """The config keys of ``group`` (one of :data:`GROUPS`), in field order."""
+    if group not in GROUPS:
+        raise ConfigError(f"group: must be one of {list(GROUPS)}, got {group!r}")
+    return tuple(f.name for f in dataclasses.fields(Config) if f.metadata["group"] == group)
+
+
+def group_of(key: str) -> str:
+    """The group (one of :data:`GROUPS`) of config key ``key``."""
+    return _field(key).metadata["group"]
+
+
+def choices_of(key: str) -> tuple[str, ...] | None:
+    """The values config key ``key`` may take, ``None`` for a key without a fixed set."""
+    return _field(key).metadata["choices"]
+
+
+def param_value(value: Any) -> str:
+    """A value as an MLflow param, which holds text: a list or tuple as a JSON list, a dict as
+    JSON, anything else as ``str()`` (``None`` -> ``'None'``, ``True`` -> ``'True'``, a float as
+    its shortest repr, which reads back to the same float)."""
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def parse_param(key: str, text: str) -> Any:
+    """The value of config key ``key`` that :func:`param_value` logged as ``text``, read by the
+    key's type: ``'None'`` -> ``None`` (a key that may be null, or one that is not text),
+    ``'True'`` / ``'False'`` -> bools, numbers, a JSON list (or a Python tuple or list literal)
+    -> a list, text as it is. Text that is not of the key's type comes back unchanged, for
+    :class:`Config` to refuse with the key's name.
+    """
+    hint = _hints()[_field(key).name]
+    args = typing.get_args(hint)
+    optional = isinstance(hint, types.UnionType) and type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else hint
+    if text == "None" and (optional or base is not str):
+        return None
+    if typing.get_origin(base) is tuple:
+        for read in (json.loads, ast.literal_eval):
+            try:
+                return read(text)
+            except (ValueError, SyntaxError):  # json's JSONDecodeError is a ValueError
+                continue
+        return text
+    if base is bool:
+        return {"true": True, "false": False}.get(text.lower(), text)
+    if base in (int, float):
+        for read in (int, float) if base is int else (float,):
+            try:
+                return read(text)
+            except ValueError:
+                continue
+        return text
+    return text
+
+
 # ---------------------------------------------------------------------- internals
 class _YamlLoader(yaml.SafeLoader):
     """YAML 1.1 reads ``1e-3`` as a string (it wants a dot); learning rates are written so."""
@@ -218,25 +346,24 @@ _YamlLoader.add_implicit_resolver(
     list("-+0123456789"),
 )
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "optimizer": ("sgd", "adam"),
-    "lr_schedule": ("cosine", "constant"),
-    "device": ("auto", "cpu", "cuda"),
-    "precision": ("auto", "fp32", "bf16"),
-    "memory_format": ("auto", "contiguous", "channels_last"),
-    "finetune_scope": ("head", "all"),
-    "finetune_start": ("continue", "restart"),
-    "score_norm": ("none", "zscore", "rank"),
-    "augment": ("auto", "none", "crop", "crop_flip"),
-    "dbal_acquisition": ("bald", "max_entropy"),
-    "model_selection": ("best_val", "last"),
-}
+
+@functools.cache
+def _fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _field(key: str) -> dataclasses.Field:
+    """The :class:`Config` field ``key``; an unknown key is a :class:`ConfigError`."""
+    if key not in _fields():
+        raise ConfigError(_unknown_keys_message([key]))
+    return _fields()[key]
 
 
 def _field_names() -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(Config))
+    return tuple(_fields())
 
 
+@functools.cache
 def _hints() -> dict[str, Any]:
     return typing.get_type_hints(Config)
 
@@ -291,8 +418,10 @@ def _check_ranges(c: Config) -> None:
         if not ok:
             raise ConfigError(f"{field}: must be {allowed}, got {getattr(c, field)!r}")
 
-    for field, choices in CHOICES.items():
-        need(getattr(c, field) in choices, field, f"one of {list(choices)}")
+    for f in dataclasses.fields(c):
+        choices = f.metadata["choices"]
+        if choices is not None:
+            need(getattr(c, f.name) in choices, f.name, f"one of {list(choices)}")
     need(0.0 < c.initial_fraction <= 1.0, "initial_fraction", "in (0, 1]")
     need(0.0 < c.query_fraction <= 1.0, "query_fraction", "in (0, 1]")
     need(c.initial_size is None or c.initial_size >= 1, "initial_size", ">= 1 or null")

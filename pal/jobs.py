@@ -20,6 +20,10 @@ A sweep is described by a *job file*: a Python file whose ``get_job()`` returns 
             "smoke": {"base": {"rounds": 2, ...}, "num_samples": 2}, # what --smoke changes
         }
 
+The search space holds method keys only (the ``method`` group of :class:`pal.config.Config`):
+the dataset, the budget, the seed and the machine are set in ``base``, and a sweep's best
+configuration is a method that ``pal label init --from-sweep`` takes to another pool.
+
 A job with ``variants`` (named config overrides) and ``seeds`` is an ablation study: one trial per
 (variant, seed), on a grid; ``pairs`` (variant -> its reference variant) has ``pal report`` compare
 each variant with its own reference instead of ``random``, and ``correction`` (``holm``, the
@@ -34,35 +38,17 @@ import dataclasses
 import importlib.util
 import os
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
-from pal.config import ConfigError, make_config
+from pal.config import ConfigError, group_of, keys_in, make_config
 from pal.data import absolute_dataset
 from pal.stats import CORRECTIONS
+from pal.vocabulary import VAL_AUC
 
-OBJECTIVE = "val_auc"  # a round's val_auc: the mean validation metric over the rounds so far
+OBJECTIVE = VAL_AUC  # a round's val_auc: the mean validation metric over the rounds so far
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint", "grid")
-JOB_KEYS = {
-    "name": str,
-    "base": dict,
-    "search_space": dict,
-    "num_samples": int,
-    "max_concurrent_trials": int,
-    "cpus_per_trial": (int, float),
-    "gpus_per_trial": (int, float),
-    "resources_per_trial": dict,
-    "asha": bool,
-    "seed": int,
-    "max_failures": int,
-    "storage_path": str,
-    "experiment_name": str,
-    "variants": dict,
-    "seeds": list,
-    "pairs": dict,
-    "correction": str,
-    "smoke": dict,
-}
 
 
 # ---------------------------------------------------------------------------- job files
@@ -99,6 +85,17 @@ class SweepJob:
                 setattr(job, key, value)
         job.smoke = {}
         return job
+
+
+def _accepted(hint: Any) -> type | tuple[type, ...]:
+    """What a job file may give for a :class:`SweepJob` field of type ``hint`` (an int for a
+    float)."""
+    origin = typing.get_origin(hint) or hint
+    return (int, float) if origin is float else origin
+
+
+JOB_KEYS = {name: _accepted(hint) for name, hint in typing.get_type_hints(SweepJob).items()}
+"""The keys of a job file (:class:`SweepJob`'s fields) and the types each accepts."""
 
 
 def load_job(path: str | os.PathLike) -> SweepJob:
@@ -144,7 +141,7 @@ def validate_job(job: SweepJob) -> None:
             raise ConfigError(
                 f"resources_per_trial: {name!r} is set by cpus_per_trial / gpus_per_trial"
             )
-    config = make_config(job.base)  # raises on a bad base
+    make_config(job.base)  # raises on a bad base
     for name, overrides in job.variants.items():
         if not isinstance(overrides, dict):
             raise ConfigError(f"variants.{name}: must be a dict of config keys, got {overrides!r}")
@@ -158,8 +155,12 @@ def validate_job(job: SweepJob) -> None:
     for seed in job.seeds:
         make_config(job.base, seed=seed)
     for key, spec in job.search_space.items():
-        if key not in config.to_dict():
-            make_config(job.base, **{key: None})  # raises the unknown-key error
+        group = group_of(key)  # raises the unknown-key error
+        if group != "method":
+            raise ConfigError(
+                f"search_space.{key}: a sweep searches the method, and {key} is a {group} key "
+                f"(set it in base); method keys: {list(keys_in('method'))}"
+            )
         if not isinstance(spec, (list, tuple)) or not spec or spec[0] not in DISTRIBUTIONS:
             raise ConfigError(
                 f"search_space.{key}: must be [kind, ...] with kind in {list(DISTRIBUTIONS)}, "

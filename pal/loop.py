@@ -23,13 +23,13 @@ from torch import nn
 
 from pal.config import Config, ConfigError
 from pal.data import DataError, ImageData, load_dataset
-from pal.placement import place
-from pal.pool import PendingQuery, Pool, PoolPlan, draw_candidates, draw_pool
+from pal.learner import Learner
+from pal.pool import PendingQuery, Pool, PoolPlan, draw_pool
 from pal.results import ExperimentResult, RoundRecord
-from pal.rng import derive_seed
+from pal.stopping import plateau
 from pal.strategies import STRATEGIES, QueryContext, build_strategy, list_strategies
 from pal.tasks import Task, build_task
-from pal.training import Normalizer, ProgressFn, Runtime, warn_underfit
+from pal.training import ProgressFn
 
 RoundCallback = Callable[[RoundRecord, "Experiment"], None]
 
@@ -113,27 +113,18 @@ class Experiment:
         self.strategy = build_strategy(config)
         plan = plan_experiment(config, data)
         self.data, self.task, self.missing_class_ids = plan.data, plan.task, plan.missing_class_ids
-        self.runtime = Runtime.from_config(config, self.task.kind)
         self.pool: Pool = plan.pools.pool
         self.initial_size, self.query_size = plan.pools.initial_size, plan.pools.query_size
         self.classes = self.task.classes
         self.num_classes = self.task.num_classes
-        self.augment_mode = (
-            self.data.default_augment if config.augment == "auto" else config.augment
+        self.learner = Learner(
+            config, self.data, self.task, self.pool, self.missing_class_ids, progress
         )
+        self.runtime, self.placement = self.learner.runtime, self.learner.placement
+        self.x_train, self.x_test = self.learner.x, self.learner.x_test
+        self.normalize, self.augment_mode = self.learner.normalize, self.learner.augment_mode
         self.round = -1  # the last finished round
         self.val_history: list[float] = []  # the validation metric of every finished round
-
-        # moved to the device once (or, above the device budget, streamed from the host); every
-        # batch is gathered by index
-        device = self.device
-        self.placement, (self.x_train, self.x_test) = place(
-            config, device, self.data.x_train, self.data.x_test, pool_size=len(self.pool.unlabeled)
-        )
-        self.task.to(device, self.pool.labeled, self.missing_class_ids)
-        self.normalize = Normalizer(
-            self.data.x_train, self.runtime.memory_format, rows=self.pool.indices
-        ).to(device)
         self.task_model: nn.Module | None = None
 
     # ------------------------------------------------------------------ state
@@ -184,67 +175,50 @@ class Experiment:
         self.pool.pending = None
         labeled = self.pool.labeled
 
-        t_train = time.perf_counter()
-        with self.runtime.autocast():
-            self.task_model, fitted = self.task.train(
-                self.x_train,
-                labeled,
-                self.pool.val,
-                r,
-                self.normalize,
-                self.augment_mode,
-                self.progress,
-            )
-            train_seconds = time.perf_counter() - t_train
-            t_eval = time.perf_counter()
-            val_acc, test_acc, task_metrics = self.task.evaluate(
-                self.task_model, self.x_train, self.pool.val, self.x_test, self.normalize
-            )
-            train_acc = fitted.train_metric  # measured by epochs_task_max's fit check, if on
-            if train_acc is None:
-                train_acc = self.task.score(self.task_model, self.x_train, labeled, self.normalize)
-            eval_seconds = time.perf_counter() - t_eval
-        underfit = [
-            name
-            for name, value in [
-                ("train_accuracy", train_acc),
-                *((key, pending.metrics.get(key, math.nan)) for key in pending.fit_keys),
-            ]
-            if warn_underfit(name, value, self.task.fit_threshold, r)
-        ]
-        finite = [v for v in [*self.val_history, val_acc] if not math.isnan(v)]
+        trained = self.learner.train(labeled, self.pool.val, r)
+        self.task_model = trained.model
+        underfit = self.learner.underfit(
+            r, trained.train_accuracy, pending.metrics, pending.fit_keys
+        )
+        history = [*self.val_history, trained.val_accuracy]
+        finite = [v for v in history if not math.isnan(v)]
+        candidates = self.learner.candidates(self.pool.unlabeled, r + 1)
+        confidence, _ = self.learner.confidence(trained.model, candidates)
+        signal = plateau(history)
 
         record = RoundRecord(
             round=r,
             n_labeled=len(labeled),
-            test_accuracy=test_acc,
-            val_accuracy=val_acc,
+            test_accuracy=trained.test_accuracy,
+            val_accuracy=trained.val_accuracy,
             query_class_rates=self.task.class_rates(selected),
             labeled_class_counts=self.task.class_counts(labeled),
             n_noisy_labels=self.task.n_noisy(labeled),
             selected=selected.tolist(),
             seconds=0.0,
             query_seconds=pending.seconds,
-            train_seconds=train_seconds,
-            eval_seconds=eval_seconds,
+            train_seconds=trained.train_seconds,
+            eval_seconds=trained.eval_seconds,
             query_metrics=dict(pending.metrics),
             n_pool=self.pool.n_budget,
             missing_class_share=self.task.missing_share(selected, self.missing_class_ids),
-            task_metrics=task_metrics,
+            task_metrics=trained.task_metrics,
             val_auc=sum(finite) / len(finite) if finite else math.nan,
-            train_accuracy=train_acc,
-            task_epoch=fitted.report.chosen_epoch,
-            task_epochs=fitted.epochs,
-            task_fit_attempts=fitted.attempts,
+            train_accuracy=trained.train_accuracy,
+            task_epoch=trained.task_epoch,
+            task_epochs=trained.task_epochs,
+            task_fit_attempts=trained.task_fit_attempts,
             underfit=underfit,
+            mean_confidence=float(confidence.mean()) if len(confidence) else math.nan,
+            val_change=signal.change,
+            val_plateau=signal.fired,
         )
-        with self.runtime.autocast():
-            next_pending = self._query(r + 1) if r < cfg.rounds else None
+        next_pending = self._query(r + 1) if r < cfg.rounds else None
         record.seconds = pending.seconds + time.perf_counter() - start
         if next_pending is not None:
             record.seconds -= next_pending.seconds
         self.round = r
-        self.val_history.append(val_acc)
+        self.val_history.append(trained.val_accuracy)
         self.pool.pending = next_pending
         return record
 
@@ -263,35 +237,20 @@ class Experiment:
         return self.result(records)
 
     def _query(self, next_round: int) -> PendingQuery:
-        start = time.perf_counter()
-        query = self.strategy.query(self.query_context(next_round), self.query_size)
+        ctx = self.query_context(next_round)
+        chosen = self.learner.choose(self.strategy, ctx, self.query_size)
+        query = chosen.query
         return PendingQuery(
             tuple(query.indices.cpu().tolist()),
             {k: float(v) for k, v in query.metrics.items()},
-            time.perf_counter() - start,
+            chosen.seconds,
             tuple(query.fit_keys),
         )
 
     def query_context(self, next_round: int) -> QueryContext:
         """What the strategy sees when it chooses the query for round ``next_round``: the
         pools as they stand, this round's task network, the query's seed."""
-        cfg = self.config
-        unlabeled = draw_candidates(self.pool.unlabeled, cfg.candidate_pool, cfg.seed, next_round)
-        return QueryContext(
-            config=cfg,
-            x=self.x_train,
-            labels=self.task.labels,
-            labeled=torch.as_tensor(self.pool.labeled, device=self.device),
-            unlabeled=torch.as_tensor(unlabeled, device=self.device),
-            val=torch.as_tensor(self.pool.val, device=self.device),
-            num_classes=self.num_classes,
-            task_model=self.task_model,
-            task=self.task.kind,
-            normalize=self.normalize,
-            augment_mode=self.augment_mode,
-            seed=derive_seed(self.config.seed, "query", next_round),
-            progress=self.progress,
-        )
+        return self.learner.context(self.pool, self.task_model, next_round)
 
     def result(self, records: list[RoundRecord]) -> ExperimentResult:
         """``records`` with this experiment's config, classes, device and metric name."""

@@ -8,7 +8,9 @@ split (baal's ``ActiveLearningDataset`` is the model: :meth:`Pool.label`, :attr:
 - ``val``: the held-out validation samples, labelled by the oracle, never queried (drawn, or
   the dataset's own validation split when it declares one);
 - ``labeled``: ``D_L`` in the order it was labeled (the initial pool first);
-- ``unlabeled``: ``D_U``, the pool less ``val`` and ``D_L``;
+- ``unlabeled``: ``D_U``, the pool less ``val``, ``D_L`` and ``closed``;
+- ``closed``: pool samples that may not be queried although unlabeled (a labeling project's
+  skipped images and those a batch offered; none in an experiment);
 - ``pending``: a :class:`PendingQuery`, the query chosen at the end of a round and labeled at the
   start of the next one.
 
@@ -74,10 +76,12 @@ class Pool:
 
     Args:
         indices: ``int64 [P]`` the pool, sorted.
-        val: ``int64 [V]`` the validation samples (a subset of ``indices``), sorted.
+        val: ``int64 [V]`` the validation samples, sorted: a subset of ``indices`` in an
+            experiment; a labeling project's ``val`` split, beside its pool.
         labeled: ``int64 [L]`` the initial ``D_L``.
         oracle_labels: the oracle's labels of some indices, what a checkpoint stores to detect a
             changed oracle (``None`` from it: nothing to compare).
+        closed: ``int64 [C]`` unlabeled pool samples never to query.
     """
 
     def __init__(
@@ -86,9 +90,11 @@ class Pool:
         val: np.ndarray,
         labeled: np.ndarray,
         oracle_labels: OracleLabels | None = None,
+        closed: np.ndarray | None = None,
     ):
         self.indices = np.asarray(indices, dtype=np.int64)
         self.val = np.asarray(val, dtype=np.int64)
+        self.closed = np.asarray(closed if closed is not None else [], dtype=np.int64)
         self._labeled: list[int] = np.asarray(labeled, dtype=np.int64).tolist()
         self._oracle_labels = oracle_labels
         self.pending: PendingQuery | None = None
@@ -100,13 +106,14 @@ class Pool:
 
     @property
     def unlabeled(self) -> np.ndarray:
-        """``int64 [U]``: ``D_U``, sorted: the pool less the validation set and ``D_L``."""
-        return np.setdiff1d(self.indices, np.concatenate([self.labeled, self.val]))
+        """``int64 [U]``: ``D_U``, sorted: the pool less the validation set, ``D_L`` and the
+        closed samples."""
+        return np.setdiff1d(self.indices, np.concatenate([self.labeled, self.val, self.closed]))
 
     @property
     def n_budget(self) -> int:
-        """``|D_L| + |D_U|``: the pool less the validation set (the labeling budget)."""
-        return len(self.indices) - len(self.val)
+        """The pool less the validation set (the labeling budget)."""
+        return len(np.setdiff1d(self.indices, self.val))
 
     def label(self, ids: np.ndarray | list[int]) -> None:
         """Move ``ids`` from ``D_U`` to ``D_L`` (appended in the order given).

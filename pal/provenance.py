@@ -1,9 +1,10 @@
 """Which code made a run: the package version and, from a git checkout, the commit and whether
 the tree differed from it.
 
-Every MLflow run ``pal`` logs carries these as tags (:data:`TAGS`), and ``pal report`` warns
-when a study's runs come from more than one code version: trials import ``pal`` when they start,
-so a study that runs across a code change would otherwise mix versions silently.
+Every MLflow run ``pal`` logs carries these as tags (:data:`TAGS`, named in :mod:`pal.vocabulary`),
+and ``pal report`` warns when a study's runs come from more than one code version: trials import
+``pal`` when they start, so a study that runs across a code change would otherwise mix versions
+silently. Imports no MLflow.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-VERSION_TAG = "pal.version"  # the package version
-COMMIT_TAG = "pal.git_commit"  # the checkout's HEAD, absent outside a git checkout
-DIRTY_TAG = "pal.git_dirty"  # "true" when tracked or untracked files differ from HEAD
-CODE_VERSION_TAG = "pal.code_version"  # one comparable word; space-separated when resumed
+from pal.vocabulary import CODE_VERSION_TAG, COMMIT_TAG, DIRTY_TAG, VERSION_TAG
+
+PACKAGE_VERSION = "0.1.0"
+"""``pal.__version__``: the version of this source tree (``pyproject.toml``'s, kept equal), the
+``pal.version`` tag when the installed package's metadata is not found."""
+
+# the package version; the checkout's HEAD (absent outside a git checkout); "true" when tracked
+# or untracked files differ from HEAD; one comparable word (space-separated when resumed)
 TAGS = (VERSION_TAG, COMMIT_TAG, DIRTY_TAG, CODE_VERSION_TAG)
 
 _ROOT = Path(__file__).resolve().parents[1]  # the checkout when pal is installed editable
@@ -36,7 +41,7 @@ def code_version() -> dict[str, str]:
     try:
         version = metadata.version("pal")
     except metadata.PackageNotFoundError:
-        from pal import __version__ as version
+        version = PACKAGE_VERSION
     tags = {VERSION_TAG: version, CODE_VERSION_TAG: version}
     commit = _git("rev-parse", "HEAD")
     if commit is None:

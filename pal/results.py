@@ -1,9 +1,13 @@
-"""What an experiment returns: one record per round, JSON-ready, and the round's metrics.
+"""What a round records, JSON-ready, and its metrics, whoever labels.
 
-:meth:`RoundRecord.metrics` is the one place a round's metrics are spelled: MLflow logs it
-(``step`` = round), a Tune trial reports it, and :func:`format_table` (what ``pal run`` prints)
-reads its columns from it. A new round metric is a field of :class:`RoundRecord` and a line of
-:meth:`RoundRecord.metrics`.
+:meth:`RoundRecord.metrics` (a round of an experiment, the oracle labeling) and
+:meth:`LabelRound.metrics` (a round of ``pal label``, a person labeling) are the one place a
+round's metrics are spelled, with one vocabulary: what both rounds measure has the same name
+(``val_accuracy``, ``labeled_class_fraction/<class>``, ``train_seconds``, the strategy's query
+metrics as it names them). MLflow logs them (``step`` = round), a Tune trial reports them,
+:func:`format_table` (what ``pal run`` prints) reads its columns from them, and a labeling
+round's ``round.json``, ``pal label status`` and the CLI read a :class:`LabelRound`. A new round
+metric is a field of the record and a line of its ``metrics()``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import re
 from typing import Any
 
 from pal.config import Config
+from pal.vocabulary import LABELED_CLASS_FRACTION, QUERY_CLASS_RATE
 
 # Metric keys allow word characters, ``.``, ``-``, `` `` and ``/`` (MLflow nests on the last).
 _UNSAFE_KEY_CHARS = re.compile(r"[^\w.\- ]")
@@ -65,6 +70,10 @@ class RoundRecord:
         underfit: the training-set metrics below ``fit_threshold`` this round:
             ``train_accuracy`` (the task network) and the strategy's fit metrics (PAL's scoring
             network: ``scoring/rotation_train_accuracy``, ``scoring/class_train_accuracy``).
+        mean_confidence: the task network's mean top-class probability (segmentation: over
+            pixels) on the images the next query scores (:mod:`pal.stopping`).
+        val_change / val_plateau: the validation plateau signal after this round
+            (:func:`pal.stopping.plateau`: 1 fired, 0 not, NaN too few rounds yet).
     """
 
     round: int
@@ -89,6 +98,9 @@ class RoundRecord:
     task_epochs: int = 0
     task_fit_attempts: int = 1
     underfit: list[str] = dataclasses.field(default_factory=list)
+    mean_confidence: float = math.nan
+    val_change: float = math.nan
+    val_plateau: float = math.nan
 
     @property
     def percent_labeled(self) -> float:
@@ -117,19 +129,133 @@ class RoundRecord:
             "query_seconds": self.query_seconds,
             "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds,
+            "mean_confidence": self.mean_confidence,
+            "val_change": self.val_change,
+            "val_plateau": self.val_plateau,
         }
         if self.round >= 1:
             for name, rate in self.query_class_rates.items():
-                out[f"query_class_rate/{metric_key(name)}"] = rate
-        if self.n_labeled > 0:
-            for name, count in self.labeled_class_counts.items():
-                out[f"labeled_class_fraction/{metric_key(name)}"] = count / self.n_labeled
-        for name, value in {**self.query_metrics, **self.task_metrics}.items():
-            out[_nested_key(name)] = value  # "sd_std/2", "test_iou/<class>": MLflow nests on "/"
+                out[f"{QUERY_CLASS_RATE}{metric_key(name)}"] = rate
+        out.update(_labeled_fractions(self.labeled_class_counts, self.n_labeled))
+        out.update(_nested(self.query_metrics))
+        out.update(_nested(self.task_metrics))
         return {k: float(v) if v is not None else math.nan for k, v in out.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {k: json_safe(v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass
+class LabelRound:
+    """One round of ``pal label next``: the task network trained on the ledger's labels and
+    the batch chosen with it (``rounds/NNN/round.json``).
+
+    Attributes:
+        round: the batch's number, from 1.
+        strategy: the strategy that chose the batch; ``label_free``: chosen with no label.
+        n: images in the batch; ``n_offerable``: pool images it was chosen from (no batch
+            offered them, nobody labeled or skipped them).
+        n_labeled: labels the task network trained on.
+        placement: where the images lived (resident or streamed, and the budget).
+        labeled_class_counts: class -> labeled pool images.
+        train_accuracy / val_accuracy / test_accuracy, task_epoch / task_epochs /
+            task_fit_attempts, underfit, query_metrics: as in :class:`RoundRecord` (NaN and
+            ``None`` in a label-free round, which trains no task network).
+        mean_confidence, val_change, val_plateau: the stopping signals (:mod:`pal.stopping`)
+            after this round's training.
+        predicted_class_shares: class -> share of the batch the task network predicts in it.
+        seconds: phase -> seconds (``load``, ``train``, ``evaluate``, ``query``, ``predict``,
+            ``total``).
+        config: the round's config (``Config.to_dict``).
+        ray_scoring: the Ray Data scoring run, when a cluster scored the pool.
+        logged: whether the round is in MLflow.
+    """
+
+    round: int
+    strategy: str
+    label_free: bool
+    n: int
+    n_labeled: int
+    n_offerable: int
+    placement: str = ""
+    labeled_class_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    train_accuracy: float = math.nan
+    val_accuracy: float = math.nan
+    test_accuracy: float = math.nan
+    task_epoch: int | None = None
+    task_epochs: int | None = None
+    task_fit_attempts: int | None = None
+    mean_confidence: float = math.nan
+    val_change: float = math.nan
+    val_plateau: float = math.nan
+    query_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    underfit: list[str] = dataclasses.field(default_factory=list)
+    predicted_class_shares: dict[str, float] = dataclasses.field(default_factory=dict)
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ray_scoring: dict[str, Any] | None = None
+    logged: bool = False
+
+    _SECONDS = {"total": "round_seconds", "evaluate": "eval_seconds"}
+
+    def metrics(self) -> dict[str, float]:
+        """The round's finite metrics, keyed as :meth:`RoundRecord.metrics` keys what both
+        measure, besides ``n_offerable``, ``batch_predicted_share/<class>`` and the seconds of
+        each phase (``<phase>_seconds``, ``round_seconds`` in all)."""
+        out: dict[str, Any] = {
+            "round": self.round,
+            "n_labeled": self.n_labeled,
+            "n_offerable": self.n_offerable,
+            "train_accuracy": self.train_accuracy,
+            "val_accuracy": self.val_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "task_epoch": self.task_epoch,
+            "task_epochs": self.task_epochs,
+            "task_fit_attempts": self.task_fit_attempts,
+            "mean_confidence": self.mean_confidence,
+            "val_change": self.val_change,
+            "val_plateau": self.val_plateau,
+        }
+        out.update(_labeled_fractions(self.labeled_class_counts, self.n_labeled))
+        for name, share in self.predicted_class_shares.items():
+            out[f"batch_predicted_share/{metric_key(name)}"] = share
+        for phase, seconds in self.seconds.items():
+            out[self._SECONDS.get(phase, f"{metric_key(phase)}_seconds")] = seconds
+        out.update(_nested(self.query_metrics))
+        out = {k: float(v) for k, v in out.items() if v is not None}
+        return {k: v for k, v in out.items() if math.isfinite(v)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, strict JSON (NaN as ``null``)."""
+        return json_safe(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        """``round.json``'s text."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, info: dict[str, Any]) -> LabelRound:
+        """The record :meth:`to_dict` wrote (``null`` read back as NaN; keys a project's older
+        rounds lack take their defaults)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in info.items() if k in fields}
+        for name, f in fields.items():
+            if f.type == "float" and values.get(name, 0.0) is None:
+                values[name] = math.nan
+        return cls(**values)
+
+
+def _labeled_fractions(counts: dict[str, int], n_labeled: int) -> dict[str, float]:
+    """``labeled_class_fraction/<class>``: each class's share of ``D_L`` (none when empty)."""
+    if n_labeled <= 0:
+        return {}
+    return {f"{LABELED_CLASS_FRACTION}{metric_key(c)}": k / n_labeled for c, k in counts.items()}
+
+
+def _nested(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` keyed so that their ``/`` levels stay (``sd_std/2``, ``test_iou/<class>``:
+    MLflow nests on ``/``)."""
+    return {_nested_key(k): v for k, v in metrics.items()}
 
 
 def _nested_key(name: str) -> str:
@@ -221,11 +347,12 @@ def _fmt(value: float) -> str:
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as ``None`` (strict JSON has no NaN), recursively."""
+    """``value`` with non-finite floats as ``None`` (strict JSON has no NaN), recursively;
+    tuples as lists."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value

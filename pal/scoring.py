@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 
+from pal.config import SCORE_NORMS
+
 
 def rotations(x: torch.Tensor) -> torch.Tensor:
     """All four rotations of each image, sample-major.
@@ -230,10 +232,6 @@ def table1_correlations(s_s: torch.Tensor, s_c: torch.Tensor) -> dict[str, float
     """Pearson and Spearman correlation of ``S_S`` and ``S_C [U]`` on the pool (Table 1), as a
     query's metrics ``ss_sc_pearson`` and ``ss_sc_spearman``."""
     return {"ss_sc_pearson": pearson(s_s, s_c), "ss_sc_spearman": spearman(s_s, s_c)}
-
-
-SCORE_NORMS = ("none", "zscore", "rank")
-"""What :func:`normalize_score` can do to a term before it is weighted (config ``score_norm``)."""
 
 
 def normalize_score(s: torch.Tensor, mode: str) -> torch.Tensor:

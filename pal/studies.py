@@ -1,9 +1,11 @@
 """Studies that grow, and that buy certainty where it is missing: seeds added until decided.
 
 Which trials a study runs is a set of (variant, seed) cells, seed-major
-(:func:`study_trials`); ``pal ablate --seeds N`` / ``--variants a,b`` run those the job's study
-has not finished, into the same parent run, once :func:`check_same_study` has found that the job
-still describes the study.
+(:func:`pal.sweeps.cells.study_trials`); ``pal ablate --seeds N`` / ``--variants a,b`` run those
+the job's study has not finished, into the same parent run, once
+:func:`pal.sweeps.cells.check_same_study` has found that the job still describes the study. This
+module runs the sweeps (:mod:`pal.sweeps`) and reads the store (:mod:`pal.tracking`) inside its
+functions; it imports neither MLflow nor Ray itself.
 
 ``pal ablate JOB --until-decided --max-seeds M`` runs an ablation study to its first look (the
 job's seeds), then adds seeds in batches only to the comparisons whose verdict is still open,
@@ -25,60 +27,12 @@ import dataclasses
 import os
 
 from pal.config import ConfigError
-from pal.jobs import SweepJob, study_cells, study_seeds
+from pal.jobs import study_seeds
 from pal.stats import ALPHA, BOUNDARIES, SequentialDesign
 from pal.verdicts import DEFAULT_EFFECT, NO_VERDICT, Verdict, paired_verdicts
+from pal.vocabulary import TEST_ACCURACY
 
 DEFAULT_BATCH = 2  # seeds added per look
-
-
-def study_trials(
-    job: SweepJob, seeds: int | None, variants: list[str] | None
-) -> list[tuple[str, int]]:
-    """``variants`` (default: the job's, in its order) x the study's first ``seeds`` seeds
-    (default: the job's), seed-major.
-
-    Raises:
-        ConfigError: ``--seeds``/``--variants`` naming what is allowed.
-    """
-    if seeds is not None and seeds < 1:
-        raise ConfigError(f"--seeds: must be >= 1, got {seeds}")
-    chosen = list(job.variants) if variants is None else list(dict.fromkeys(variants))
-    unknown = [v for v in chosen if v not in job.variants]
-    if unknown or not chosen:
-        raise ConfigError(
-            f"--variants: {unknown or chosen} not among job {job.name!r}'s variants "
-            f"{list(job.variants)}"
-        )
-    return study_cells(chosen, study_seeds(job, len(job.seeds) if seeds is None else seeds))
-
-
-def check_same_study(job: SweepJob, tracking_uri: str, parent_run_id: str) -> None:
-    """Refuse to grow a study whose job file no longer describes it: trials of two designs
-    in one study would be compared as if they were one.
-
-    Raises:
-        ConfigError: ``job: ...`` naming the keys that differ.
-    """
-    from pal.tracking import study_params, sweep_params
-
-    try:
-        logged = study_params(tracking_uri, parent_run_id)
-    except Exception as err:  # the pointer names a run this store does not have
-        raise ConfigError(
-            f"job: the study of {job.name!r} (parent run {parent_run_id}) is not in "
-            f"{tracking_uri!r} ({err}); grow it with the store it was run with"
-        ) from None
-    now = sweep_params(dataclasses.asdict(job))
-    keys = [k for k in now if k.startswith("base.") or k == "variants"]
-    differ = [k for k in keys if k in logged and logged[k] != now[k]]
-    differ += [k for k in logged if k.startswith("base.") and k not in now]
-    if differ:
-        shown = "; ".join(f"{k}: study {logged.get(k)!r}, job now {now.get(k)!r}" for k in differ)
-        raise ConfigError(
-            f"job: {job.name!r} no longer describes its study (parent run {parent_run_id}): "
-            f"{shown}; run it as a new study (without --seeds/--variants) or restore the job"
-        )
 
 
 @dataclasses.dataclass
@@ -119,8 +73,8 @@ def until_decided(
     """
     from pal.jobs import load_job
     from pal.reports import check_report_options, reference_variant
-    from pal.sweeps import prepare, sweep
-    from pal.tracking import load_study, set_sequential_design
+    from pal.sweeps.launch import prepare, sweep
+    from pal.tracking.studies import load_study, set_sequential_design
 
     job = load_job(job_path)
     job = job.smoke_sized() if smoke else job
@@ -172,7 +126,7 @@ def until_decided(
         runs = [r for r in data["runs"] if r["status"] == "FINISHED"]
         verdicts = paired_verdicts(
             runs,
-            "test_accuracy",
+            TEST_ACCURACY,
             reference_variant(runs),
             pairs=data["pairs"],
             correction=correction or data["correction"] or "holm",
@@ -210,7 +164,7 @@ def _next_look(v: Verdict, design: SequentialDesign, first: int) -> int | None:
 
 def _check_design(tracking_uri: str, parent_run_id: str, design: SequentialDesign) -> None:
     """Refuse a design other than the one the study was grown with."""
-    from pal.tracking import load_study_design
+    from pal.tracking.studies import load_study_design
 
     recorded = load_study_design(tracking_uri, parent_run_id)
     if recorded is not None and recorded != design.to_dict():

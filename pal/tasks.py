@@ -34,6 +34,7 @@ from pal.training import (
     accuracy,
     eval_chunk,
     predict_logits,
+    predict_reduced,
     train_classifier,
     train_segmenter,
 )
@@ -143,6 +144,14 @@ class Task(abc.ABC):
     def score(self, model: nn.Module, x: torch.Tensor, idx: np.ndarray, normalize: Normalizer):
         """The task's metric (accuracy or mIoU) of ``model`` on the images ``x[idx]`` against
         the oracle's annotations: eval mode, no augmentation; NaN for no images."""
+
+    @abc.abstractmethod
+    def confidence(
+        self, model: nn.Module, x: torch.Tensor, idx: torch.Tensor, normalize: Normalizer
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``model``'s confidence on the images ``x[idx]``: per image its top-class
+        probability, ``float [U]`` (segmentation: the mean over pixels), and its predicted class
+        ``int64 [U]`` (``None`` where an image has no one class)."""
 
     @property
     def fit_threshold(self) -> float:
@@ -317,9 +326,15 @@ class ClassificationTask(Task):
         logits = predict_logits(model, x[idx], normalize, self.config.eval_batch_size)
         return accuracy(logits, self.labels[idx])
 
+    def confidence(self, model, x, idx, normalize):
+        logits = predict_logits(model, x[idx], normalize, self.config.eval_batch_size)
+        return torch.softmax(logits.float(), 1).max(1)
+
     def evaluate(self, model, x_train, val, x_test, normalize):
         bs = self.config.eval_batch_size
-        test = accuracy(predict_logits(model, x_test, normalize, bs), self.y_test)
+        test = math.nan
+        if len(x_test):
+            test = accuracy(predict_logits(model, x_test, normalize, bs), self.y_test)
         if len(val) == 0:
             return math.nan, test, {}
         return self.score(model, x_train, val, normalize), test, {}
@@ -415,6 +430,13 @@ class SegmentationTask(Task):
             self.num_classes,
         )
         return iou(conf)[0]
+
+    def confidence(self, model, x, idx, normalize):
+        def reduce(logits: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(logits, 1).amax(1).flatten(1).mean(1)
+
+        bs = self.config.eval_batch_size
+        return predict_reduced(model, x[idx], normalize, bs, reduce), None
 
     def evaluate(self, model, x_train, val, x_test, normalize):
         bs = self.config.eval_batch_size

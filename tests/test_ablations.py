@@ -11,7 +11,7 @@ from pal.cli import main
 from pal.jobs import load_job
 from pal.reports import COLORS
 from tests.conftest import REPO
-from tests.test_reports import pixels_of
+from tests.helpers import pixels_of
 
 STUDIES = sorted(p for p in (REPO / "ablations").glob("*.py") if not p.name.startswith("_"))
 

@@ -18,7 +18,7 @@ CACHE = 32 * 2**20  # the 32 MiB last-level cache the constants were measured wi
 @pytest.fixture
 def cache(monkeypatch):
     """Pin the last-level cache so that the expected chunks do not depend on the machine."""
-    monkeypatch.setattr(training, "last_level_cache_bytes", lambda: CACHE)
+    monkeypatch.setattr(training.inference, "last_level_cache_bytes", lambda: CACHE)
 
 
 def scoring_net(name: str, shape: tuple[int, int, int]) -> ScoringNet:
@@ -93,7 +93,7 @@ def test_scores_in_chunks_equal_scores_whole(cache, monkeypatch):
     normalize = Normalizer(x)
     chunked = rotation.score_pool(net, x, normalize, 1024, keep_features=True)  # 32 a chunk
     tiny = rotation.score_pool(net, x, normalize, 8, keep_features=True)  # 2 a chunk
-    monkeypatch.setattr(training, "last_level_cache_bytes", lambda: 2**40)
+    monkeypatch.setattr(training.inference, "last_level_cache_bytes", lambda: 2**40)
     whole = rotation.score_pool(net, x, normalize, 1024, keep_features=True)  # 1 chunk
     for got in (chunked, tiny):
         assert torch.allclose(got.s_s, whole.s_s, atol=1e-5)

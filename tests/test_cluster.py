@@ -142,7 +142,7 @@ def history(client, run_id: str, key: str) -> list[tuple[int, float, int]]:
 def test_trial_resources_on_a_cluster_and_on_a_local_ray():
     from pal.config import ConfigError
     from pal.jobs import SweepJob, validate_job
-    from pal.sweeps import _trial_resources
+    from pal.sweeps.tuning import trial_resources as _trial_resources
 
     def job(**kw):
         return SweepJob(name="j", base={}, search_space={}, cpus_per_trial=4, **kw)

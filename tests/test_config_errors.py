@@ -50,8 +50,8 @@ def no_training(monkeypatch):
 
     monkeypatch.setattr(pal.tasks, "train_classifier", forbidden)
     monkeypatch.setattr(pal.tasks, "train_segmenter", forbidden)
-    monkeypatch.setattr(pal.training, "train_classifier", forbidden)
-    monkeypatch.setattr(pal.training, "fit", forbidden)
+    monkeypatch.setattr(pal.training.fitting, "train_classifier", forbidden)
+    monkeypatch.setattr(pal.training.fitting, "fit", forbidden)
     for pretext in (pal.pretext.base, pal.pretext.rotation, pal.pretext.simclr):
         monkeypatch.setattr(pretext, "fit", forbidden)
 

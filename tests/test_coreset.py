@@ -10,7 +10,7 @@ from torch import nn
 import pal
 from pal.scoring import k_center_greedy
 from pal.strategies import build_strategy
-from tests.test_strategies import make_context
+from tests.helpers import make_context
 
 
 def line(*values: float) -> torch.Tensor:

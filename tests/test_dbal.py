@@ -14,7 +14,7 @@ from pal.models import TaskNet, build_backbone
 from pal.strategies import STRATEGIES, build_strategy
 from pal.strategies.dbal import mc_dropout_probs
 from pal.training import Normalizer, eval_chunk
-from tests.test_strategies import make_context
+from tests.helpers import make_context
 
 SMALL = pal.Config(strategy="dbal", mc_samples=8, dropout=0.5, batch_size=32, device="cpu")
 

@@ -19,8 +19,8 @@ from pal.placement import Distributed, HostImages
 from pal.pretext.rotation import score_pool
 from pal.training import Normalizer, predict_logits
 from tests.fast import FAST_LABEL
+from tests.helpers import read_csv, studio_export
 from tests.servers import local_cluster
-from tests.test_labeling import read_csv, studio_export
 
 pytestmark = pytest.mark.slow
 

@@ -94,6 +94,7 @@ def test_sizes_are_read_from_the_environment(monkeypatch):
 
 
 def test_the_wrapper_stops_without_the_dataset(tmp_path):
+    # a subprocess on purpose: what is tested is the shell wrapper's exit status and message
     env = {**os.environ, "GPU_CHECK_DATA": str(tmp_path / "absent.tar.gz")}
     proc = subprocess.run(
         ["bash", "benchmarks/gpu_check.sh", "--tiny", "--out", str(tmp_path / "out")],
@@ -112,6 +113,8 @@ def test_tiny_gpu_check_on_the_cpu_has_every_steps_row_with_numbers(tmp_path):
     if not archive.is_file():
         pytest.skip(f"{archive} is absent (only developer machines have ../shared/data)")
     out = tmp_path / "check"
+    # a subprocess on purpose: what is tested is the shell script as a user runs it (each step a
+    # process of its own under its time cap, its status files, the table it assembles)
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
     argv = ["bash", "benchmarks/gpu_check.sh", "--tiny", "--device", "cpu", "--out", str(out)]
     argv += ["--dataset", str(archive)]

@@ -8,7 +8,6 @@ Label Studio's API, as its labeling page does when an annotator submits or skips
 
 from __future__ import annotations
 
-import csv
 import json
 import secrets
 import sys
@@ -22,6 +21,7 @@ from pal.labeling.demo import write_demo
 from pal.labeling.project import Project, ProjectError
 from pal.labeling.studio import FROM_NAME, PATH_KEY, TO_NAME
 from tests.fast import FAST_LABEL
+from tests.helpers import read_csv
 
 
 class Server(NamedTuple):
@@ -46,11 +46,6 @@ def label_studio(tmp_path_factory) -> Server:
     root = tmp_path_factory.getbasetemp()
     with start_label_studio(command, folder, token, document_root=root) as url:
         yield Server(url, token, root)
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def studio_tasks(client, project_id: int) -> list:

@@ -6,7 +6,6 @@ process is killed) against a real MLflow server on 127.0.0.1.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -23,6 +22,7 @@ from pal.cli import main
 from pal.labeling.demo import write_demo
 from pal.labeling.project import Project, ProjectBusyError
 from tests.fast import FAST_LABEL
+from tests.helpers import read_csv, studio_export
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -35,54 +35,8 @@ def tree_digest(folder: Path) -> dict[str, str]:
     }
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def ledger(project: Path) -> list[dict[str, str]]:
     return read_csv(project / "labels.csv")
-
-
-def studio_export(project: Path, answers: Path, r: int, skip: set[str] = frozenset()) -> list:
-    """What Label Studio exports (full JSON) after someone answered round ``r``'s tasks with
-    ``answers`` and skipped the paths in ``skip``: the imported tasks with annotations."""
-    truth = {row["path"]: row["label"] for row in read_csv(answers)}
-    tasks = json.loads((project / "rounds" / f"{r:03d}" / "tasks.json").read_text())
-    out = []
-    for i, task in enumerate(tasks, start=1):
-        path = task["data"]["pal_path"]
-        annotation = {
-            "id": 1000 + i,
-            "completed_by": 1,
-            "was_cancelled": path in skip,
-            "created_at": "2026-12-02T10:00:00.000000Z",
-            "updated_at": "2026-12-02T10:00:00.000000Z",
-            "lead_time": 2.5,
-            "result": []
-            if path in skip
-            else [
-                {
-                    "id": f"r{i}",
-                    "type": "choices",
-                    "from_name": "choice",
-                    "to_name": "image",
-                    "origin": "manual",
-                    "value": {"choices": [truth[path]]},
-                }
-            ],
-        }
-        out.append(
-            {
-                "id": i,
-                "data": task["data"],
-                "annotations": [annotation],
-                "predictions": task.get("predictions", []),
-                "total_annotations": 0 if path in skip else 1,
-                "cancelled_annotations": 1 if path in skip else 0,
-            }
-        )
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -334,7 +288,7 @@ def test_init_from_sweep_takes_the_method_and_leaves_the_data_and_budget(tmp_pat
 
 @pytest.mark.slow
 def test_the_readme_walkthrough_runs_as_written(tmp_path):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "labeling.md").read_text()
     start = readme.index("```bash\npal label demo")
     script = readme[start + len("```bash\n") : readme.index("```", start + 7)]
     env = {

@@ -89,24 +89,30 @@ def test_label_noise_reaches_the_labeled_pool_and_is_counted():
 
 
 def test_same_seed_same_queries_other_seed_other_queries():
-    runs = [pal.run_experiment(**FAST, strategy="pal", seed=s) for s in (1, 1, 2)]
-    picks = [[r.selected for r in run.rounds] for run in runs]
-    assert picks[0] == picks[1]
-    assert picks[0] != picks[2]
-    assert [r.test_accuracy for r in runs[0].rounds] == [r.test_accuracy for r in runs[1].rounds]
+    """Round 0 and the query after it, per seed (the later rounds: the resume test below)."""
+    firsts = []
+    for seed in (1, 1, 2):
+        exp = Experiment(pal.make_config(**FAST, strategy="pal", seed=seed))
+        record = exp.run_round()
+        firsts.append((record.test_accuracy, list(exp.pool.pending.indices)))
+    assert firsts[0] == firsts[1]
+    assert len(firsts[0][1]) == 20
+    assert firsts[0][1] != firsts[2][1]
 
 
 def test_resume_from_state_matches_an_uninterrupted_run():
+    """Every round after the checkpoint (training and query) is the uninterrupted run's."""
     config = pal.make_config(**FAST, strategy="pal", seed=4)
-    straight = [r.selected for r in pal.run_experiment(config).rounds]
+    straight = pal.run_experiment(config).rounds
 
     first = Experiment(config)
     first.run_round()
     state = json.loads(json.dumps(first.state_dict()))  # what a checkpoint stores
     resumed = Experiment(config)
     resumed.load_state_dict(state)
-    rest = [r.selected for r in resumed.rounds()]
-    assert straight[1:] == rest
+    rest = list(resumed.rounds())
+    assert [r.selected for r in straight[1:]] == [r.selected for r in rest]
+    assert [r.test_accuracy for r in straight[1:]] == [r.test_accuracy for r in rest]
     assert resumed.finished
 
 

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 import pal
 from pal import provenance
 from pal.provenance import CODE_VERSION_TAG, COMMIT_TAG, DIRTY_TAG, VERSION_TAG, merge_versions
+from pal.results import LabelRound
 from pal.tracking import MLflowTracker, log_label_round, start_sweep_run
 from tests.conftest import FAST, REPO
 
@@ -107,13 +108,15 @@ def test_every_kind_of_run_carries_the_code_version(tmp_path, monkeypatch):
         uri,
         None,
         "project",
-        {
-            "round": 0,
-            "config": {"seed": 0},
-            "labeled_class_counts": {},
-            "predicted_class_shares": {},
-            "seconds": {},
-        },
+        LabelRound(
+            round=0,
+            strategy="random",
+            label_free=True,
+            n=0,
+            n_labeled=0,
+            n_offerable=0,
+            config={"seed": 0},
+        ),
         {},
     )
     for run_id in (tracker.run_id, parent, label):
@@ -122,7 +125,7 @@ def test_every_kind_of_run_carries_the_code_version(tmp_path, monkeypatch):
 
     # a run resumed by other code lists both versions
     other = {**mine, CODE_VERSION_TAG: mine[CODE_VERSION_TAG] + ".other"}
-    monkeypatch.setattr("pal.tracking.code_version", lambda: other)
+    monkeypatch.setattr("pal.tracking.runs.code_version", lambda: other)
     with MLflowTracker(config, uri, experiment_name="versions", run_id=tracker.run_id):
         pass
     tags = client.get_run(tracker.run_id).data.tags

@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
 import pal
@@ -24,54 +23,7 @@ from pal.reports import (
 from pal.stats import paired_t_interval
 from pal.verdicts import NO_VERDICT, pair_by_seed, paired_verdicts
 from tests.conftest import FAST
-
-
-def run(variant, seed, acc, labeled=(100, 150, 200), strategy=None, **history):
-    """A run as pal.tracking.load_study returns it, with test accuracy ``acc`` per round."""
-    rounds = range(len(acc))
-    return {
-        "run_id": f"{variant}-{seed}",
-        "run_name": f"{variant}-{seed}",
-        "status": "FINISHED",
-        "variant": variant,
-        "params": {
-            "strategy": strategy or variant,
-            "seed": str(seed),
-            "dataset": "digits",
-            "pool_size": "1100",
-            "val_size": "100",
-        },
-        "history": {
-            "test_accuracy": dict(zip(rounds, acc, strict=True)),
-            "n_labeled": dict(zip(rounds, labeled, strict=True)),
-            **history,
-        },
-    }
-
-
-LABELED = (100, 150, 200, 250, 300)
-BASE = np.array([0.5, 0.6, 0.68, 0.74, 0.78])  # the reference's curve, before its seed's offset
-
-
-def paired_study(delta, seeds=range(5), noise=0.0, rng_seed=0, variant="pal"):
-    """``random`` runs whose curves differ by seed (offsets of a few points) and ``variant`` runs
-    of the same seeds: the same seed's reference curve plus ``delta`` plus N(0, ``noise``) noise
-    from round 1 on (round 0 is the shared initial pool). The reference runs come in reverse
-    order, so pairing by position instead of by seed pairs the wrong runs."""
-    rng = np.random.default_rng(rng_seed)
-    refs, ours = [], []
-    for s in seeds:
-        ref = BASE + rng.normal(0.0, 0.03)
-        gap = np.r_[0.0, delta + rng.normal(0.0, noise, len(BASE) - 1)]
-        refs.append(run("random", s, list(ref), labeled=LABELED))
-        ours.append(run(variant, s, list(ref + gap), labeled=LABELED))
-    return ours + refs[::-1]
-
-
-def pixels_of(png, color: str, tol: float = 0.03) -> int:
-    """How many pixels of the image at ``png`` have ``color`` (the unblended line colour)."""
-    image = imread(png)[..., :3]
-    return int((np.abs(image - np.array(to_rgb(color))).max(axis=-1) < tol).sum())
+from tests.helpers import BASE, LABELED, paired_study, pixels_of, run
 
 
 # ---------------------------------------------------------------------- aggregation

@@ -4,8 +4,7 @@ runs end to end. Speed itself is measured by ``python -m benchmarks``, never ass
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import math
 
 import pytest
 import torch
@@ -19,27 +18,38 @@ from tests.conftest import FAST, REPO, SHARED_DATA
 @pytest.mark.parametrize("units", [False, True])
 def test_auto_on_cpu_is_bf16_only_with_bf16_units_once_every_strategy_held(monkeypatch, units):
     from pal import training
-    from pal.strategies import STRATEGIES
+    from pal.strategies import STRATEGIES, cpu_bf16_proven
 
     cpu, fp32 = torch.device("cpu"), (None, torch.contiguous_format)
     bf16 = (torch.bfloat16, torch.channels_last)
-    monkeypatch.setattr(training, "cpu_has_bf16", lambda: units)
-    every = frozenset(STRATEGIES)
+    monkeypatch.setattr(training.runtime, "cpu_has_bf16", lambda: units)
     config = pal.make_config(FAST, strategy="random")
-    monkeypatch.setattr(training, "CPU_BF16_STRATEGIES", every - {"vaal"})
-    assert not training.cpu_bf16_proven()
-    assert resolve_speed(config, cpu) == fp32  # not one precision for random, another for vaal
-    monkeypatch.setattr(training, "CPU_BF16_STRATEGIES", every)
-    assert training.cpu_bf16_proven()
-    assert resolve_speed(config, cpu) == (bf16 if units else fp32)
-    assert resolve_speed(config, cpu, kind="segmentation") == fp32
-    assert resolve_speed(config.replace(precision="fp32"), cpu) == fp32
-    monkeypatch.setattr(training, "CPU_BF16_STRATEGIES", frozenset())
+    for name in STRATEGIES.names():  # every strategy held but VAAL
+        monkeypatch.setattr(STRATEGIES.get(name), "cpu_bf16", name != "vaal")
+    assert not cpu_bf16_proven()
+    # not one precision for random, another for vaal
+    assert resolve_speed(config, cpu, cpu_bf16_proven=cpu_bf16_proven()) == fp32
+    assert training.Runtime.from_config(config, "classification", cpu_bf16_proven()).precision == (
+        "fp32"
+    )
+    monkeypatch.setattr(STRATEGIES.get("vaal"), "cpu_bf16", True)
+    assert cpu_bf16_proven()
+    assert resolve_speed(config, cpu, cpu_bf16_proven=True) == (bf16 if units else fp32)
+    assert resolve_speed(config, cpu, "segmentation", cpu_bf16_proven=True) == fp32
+    assert resolve_speed(config.replace(precision="fp32"), cpu, cpu_bf16_proven=True) == fp32
     forced = config.replace(precision="bf16", memory_format="channels_last")
     assert resolve_speed(forced, cpu) == bf16  # asked for, it is on whatever the CPU
     assert resolve_speed(config.replace(precision="bf16"), cpu) == (
         bf16 if units else (torch.bfloat16, torch.contiguous_format)
     )
+
+
+def test_strategies_say_whether_they_held_bf16_on_cpu():
+    from pal.strategies import STRATEGIES, cpu_bf16_proven
+
+    held = {n for n in STRATEGIES.names() if STRATEGIES.get(n).cpu_bf16}
+    assert held == {"random", "entropy", "coreset", "dbal"}  # docs/performance.md's study
+    assert not cpu_bf16_proven()  # PAL and VAAL are still to be measured
 
 
 def test_cpu_bf16_units_are_read_from_torch():
@@ -70,15 +80,16 @@ def test_bf16_channels_last_round_trains_in_bf16_and_queries(strategy):
             channels_last = inputs[0].is_contiguous(memory_format=torch.channels_last)
             convs.append((module.training, output.dtype, channels_last))
 
+    experiment = pal.Experiment(config)
     handle = torch.nn.modules.module.register_module_forward_hook(watch)
-    try:
-        result = pal.run_experiment(config, tracking=False)
+    try:  # one round: the task network's training and evaluation, then the next query
+        record = experiment.run_round()
     finally:
         handle.remove()
-    assert [r.n_labeled for r in result.rounds] == [40, 60, 80]
-    selected = [i for r in result.rounds for i in r.selected]
-    assert len(selected) == len(set(selected)) == 40
-    assert all(0.0 <= r.test_accuracy <= 1.0 for r in result.rounds)
+    assert record.n_labeled == 40 and 0.0 <= record.test_accuracy <= 1.0
+    query = list(experiment.pool.pending.indices)
+    assert len(query) == len(set(query)) == 20
+    assert set(query) <= set(experiment.pool.unlabeled.tolist())
     training = [c for c in convs if c[0]]
     evaluation = [c for c in convs if not c[0]]
     assert training and evaluation
@@ -105,10 +116,15 @@ def test_bf16_training_learns_as_well_as_fp32():
 
 
 def test_bf16_gives_the_same_queries_for_the_same_seed():
+    """Round 0 trained in bf16 and the query after it, twice with one seed."""
     config = pal.make_config(FAST, precision="bf16", memory_format="channels_last")
-    a = pal.run_experiment(config, tracking=False)
-    b = pal.run_experiment(config, tracking=False)
-    assert [r.selected for r in a.rounds] == [r.selected for r in b.rounds]
+    runs = []
+    for _ in range(2):
+        experiment = pal.Experiment(config)
+        record = experiment.run_round()
+        runs.append((record.test_accuracy, list(experiment.pool.pending.indices)))
+    assert runs[0] == runs[1]
+    assert len(runs[0][1]) == 20
 
 
 def test_compile_wraps_the_module_it_trains_and_shares_its_parameters():
@@ -130,55 +146,99 @@ def test_compile_trains_a_round_on_cpu():
     )
 
 
-def test_benchmark_runs_and_writes_its_tables(tmp_path):
+def _benchmark(tmp_path, capsys, config: str, *args: str) -> tuple[dict, str]:
+    """``python -m benchmarks --config CONFIG --device cpu ARGS``, in-process: its JSON result
+    and its Markdown table, which it printed too."""
+    from benchmarks.__main__ import main
+
     out = tmp_path / "bench"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--config",
-            "digits",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    assert main(["--config", config, "--device", "cpu", "--out", str(out), *args]) == 0
+    table = (out / f"{config}-cpu.md").read_text()
+    assert table in capsys.readouterr().out
+    return json.loads((out / f"{config}-cpu.json").read_text()), table
+
+
+def _table_rows(table: str) -> dict[str, list[str]]:
+    """The Markdown table's rows by their first cell (the header row under ``"phase"``)."""
+    rows = {}
+    for line in table.splitlines():
+        if line.startswith("| ") and not line.startswith("| ---"):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _check_phases(p: dict, images: dict[str, int]) -> None:
+    """Each phase of a :func:`benchmarks.phases.run_phases` result timed ``images[phase]``
+    images, at ``images / seconds`` per second (model FLOP/s likewise), all figures finite; the
+    scoring ratio and the round are made of the phases' own seconds."""
+    for phase, n in images.items():
+        a = p[phase]
+        assert a["images"] == n, phase
+        assert math.isfinite(a["seconds"]) and a["images_per_s"] == pytest.approx(n / a["seconds"])
+        if "flops_per_image" in a:  # counted, not timed: a network of any size does some
+            assert math.isfinite(a["flops_per_image"]) and a["flops_per_image"] > 0, phase
+            assert a["flop_per_s"] == pytest.approx(a["flops_per_image"] * n / a["seconds"])
+    assert p["scoring_vs_bare_forward"] == pytest.approx(
+        p["bare_forward"]["seconds"] / p["scoring"]["seconds"]
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((out / "digits-cpu.json").read_text())
-    for phase in ("task_training", "scoring_training", "scoring", "bare_forward"):
-        assert result["pal"][phase]["images_per_s"] > 0, phase
-    for phase in ("task_training", "scoring_training", "scoring"):
-        assert result["naive"][phase]["seconds"] > 0, phase
-    assert result["pal"]["task_training"]["flops_per_image"] > 0
-    assert result["pal"]["subquery_finetune"]["steps"] == 2  # K = 3
-    assert 0 < result["pal"]["scoring_vs_bare_forward"] < 2
-    assert result["speedup_vs_naive"] > 0 and result["machine"]["cpus"] >= 1
-    table = (out / "digits-cpu.md").read_text()
-    assert "| task training |" in table and "of the throughput of its bare forward" in table
-    assert table in proc.stdout
+    round_phases = ("task_training", "scoring_training", "scoring", "subquery_finetune")
+    assert p["round_seconds"] == pytest.approx(sum(p[k]["seconds"] for k in round_phases))
 
 
-def test_segmentation_benchmark_runs_and_writes_its_tables(tmp_path):
-    out = tmp_path / "bench"
-    argv = [sys.executable, "-m", "benchmarks", "--config", "digit_scenes", "--device", "cpu"]
-    argv += ["--out", str(out), "--set", "epochs_task=1", "--set", "epochs_scoring=1"]
-    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((out / "digit_scenes-cpu.json").read_text())
-    for phase in ("task_training", "scoring_training", "scoring", "bare_forward"):
-        assert result["pal"][phase]["images_per_s"] > 0, phase
+def _naive_images(naive: dict, phase: str) -> float:
+    """How many images the naive loop timed in ``phase`` (it reports seconds and a rate)."""
+    return naive[phase]["images_per_s"] * naive[phase]["seconds"]
+
+
+def test_benchmark_runs_and_writes_its_tables(tmp_path, capsys):
+    result, table = _benchmark(tmp_path, capsys, "digits")
+    pal_r, naive = result["pal"], result["naive"]
+    # pool 1000 - 50 validation: D_L the first 300 of the 650 left after the initial 300
+    assert (pal_r["n_labeled"], pal_r["n_unlabeled"]) == (300, 350)
+    common = {"task_training": 2 * 300, "scoring_training": 2 * 300, "scoring": 350}
+    _check_phases(pal_r, {**common, "bare_forward": 350})
+    for phase, n in common.items():  # both loops timed the same work
+        assert _naive_images(naive, phase) == pytest.approx(n), phase
+    assert result["speedup_vs_naive"] == pytest.approx(
+        sum(naive[p]["seconds"] for p in common) / sum(pal_r[p]["seconds"] for p in common)
+    )
+    assert pal_r["subquery_finetune"]["steps"] == 2  # K = 3
+    assert result["machine"]["cpus"] >= 1
+    rows = _table_rows(table)
+    assert rows["phase"] == ["pal s", "pal images/s", "naive s", "naive images/s", "speed-up",
+                             "model TFLOP/s", "MFU"]  # fmt: skip
+    for phase in common:
+        row = rows[phase.replace("_", " ")]
+        assert len(row) == len(rows["phase"]), phase
+        speedup = naive[phase]["seconds"] / pal_r[phase]["seconds"]
+        assert row[0] == f"{pal_r[phase]['seconds']:.2f}" and row[4] == f"{speedup:.2f}x"
+    assert "sub-query fine-tunes (2, scope head)" in rows
+    assert f"**{result['speedup_vs_naive']:.2f}x** faster" in table
+    assert "of the throughput of its bare forward" in table
+
+
+def test_segmentation_benchmark_runs_and_writes_its_tables(tmp_path, capsys):
+    result, table = _benchmark(
+        tmp_path, capsys, "digit_scenes", "--set", "epochs_task=1", "--set", "epochs_scoring=1"
+    )
+    assert "naive" not in result  # no DataLoader reference for segmentation
+    pal_r = result["pal"]
+    labeled, unlabeled = pal_r["n_labeled"], pal_r["n_unlabeled"]
+    assert labeled == 200 and unlabeled > 0
+    _check_phases(
+        pal_r,
+        {"task_training": labeled, "scoring_training": labeled, "scoring": unlabeled,
+         "bare_forward": unlabeled},
+    )  # fmt: skip
     for phase in ("task_training", "scoring_training"):
-        assert result["pal"][phase]["flops_per_image"] > 0, phase
-    assert 0 < result["pal"]["scoring_vs_bare_forward"] < 2 and "naive" not in result
-    table = (out / "digit_scenes-cpu.md").read_text()
-    assert "(segmentation)" in table and "| scoring training |" in table
-    assert table in proc.stdout
+        assert "flops_per_image" in pal_r[phase], phase
+    assert pal_r["subquery_finetune"]["steps"] == 0  # lambda2 = 0: no sub-queries
+    rows = _table_rows(table)
+    assert rows["phase"] == ["s", "images/s", "model TFLOP/s", "MFU"]
+    assert set(rows) == {"phase", "task training", "scoring training", "scoring", "bare forward"}
+    assert rows["scoring"][0] == f"{pal_r['scoring']['seconds']:.2f}"
+    assert "(segmentation)" in table
 
 
 WHOLE_ROUND_PHASES = ("task_training", "scoring_training", "scoring", "finetunes", "rescoring")
@@ -188,8 +248,9 @@ def _whole_round_checks(result: dict, table: str, steps: int) -> None:
     """What a whole-round result must hold: every phase on both sides, the sub-query steps, the
     whole round as the sum of its phases, its speed-up and the re-scoring ratio."""
     pal_r, naive_r, whole = result["pal"], result["naive"], result["whole_round"]
-    for phase in WHOLE_ROUND_PHASES:
-        assert pal_r[phase]["seconds"] > 0 and naive_r[phase]["seconds"] > 0, phase
+    for phase in WHOLE_ROUND_PHASES:  # both loops timed the same images in every phase
+        assert math.isfinite(pal_r[phase]["seconds"]), phase
+        assert _naive_images(naive_r, phase) == pytest.approx(pal_r[phase]["images"]), phase
     assert pal_r["finetunes"]["steps"] == naive_r["finetunes"]["steps"] == steps
     assert pal_r["rescoring"]["steps"] == naive_r["rescoring"]["steps"] == steps
     assert whole["pal_seconds"] == pytest.approx(
@@ -198,41 +259,38 @@ def _whole_round_checks(result: dict, table: str, steps: int) -> None:
     assert whole["naive_seconds"] == pytest.approx(
         sum(naive_r[p]["seconds"] for p in WHOLE_ROUND_PHASES)
     )
-    assert whole["speedup"] > 0
+    assert whole["speedup"] == pytest.approx(whole["naive_seconds"] / whole["pal_seconds"])
     assert whole["target"] == {"fp32": 2.5, "bf16": 4.0}[result["precision"]]
-    assert pal_r["rescoring_vs_bare_forward"] > 0
+    assert pal_r["rescoring_vs_bare_forward"] == pytest.approx(
+        pal_r["rescoring_bare_forward"]["seconds"] / pal_r["rescoring"]["seconds"]
+    )
     assert pal_r["rescoring_bare_forward"]["images"] == pal_r["rescoring"]["images"]
     assert f"| sub-query fine-tunes ({steps}) |" in table
     assert f"| re-scorings of the remaining pool ({steps}) |" in table
     assert "| **whole round** |" in table and "(target: >= 85%" in table
+    assert f"**{whole['speedup']:.2f}x** |" in table
 
 
-def _whole_round(tmp_path, config: str, settings: tuple[str, ...], *flags: str):
-    """``python -m benchmarks --config CONFIG`` on CPU with ``--set`` ``settings``: the process,
-    its JSON result and its Markdown table."""
-    out = tmp_path / "bench"
-    argv = [sys.executable, "-m", "benchmarks", "--config", config, "--device", "cpu"]
-    argv += ["--out", str(out), "--threads", "2", *flags]
+def _whole_round(tmp_path, capsys, config: str, settings: tuple[str, ...], *flags: str):
+    """``python -m benchmarks --config CONFIG`` on CPU with ``--set`` ``settings``, in-process:
+    its JSON result and its Markdown table (printed too)."""
+    args = ["--threads", "2", *flags]
     for setting in settings:
-        argv += ["--set", setting]
-    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((out / f"{config}-cpu.json").read_text())
-    return proc, result, (out / f"{config}-cpu.md").read_text()
+        args += ["--set", setting]
+    return _benchmark(tmp_path, capsys, config, *args)
 
 
-def test_whole_round_benchmark_times_the_subqueries_on_both_sides(tmp_path):
+def test_whole_round_benchmark_times_the_subqueries_on_both_sides(tmp_path, capsys):
     """``--whole-round`` on the digits: the sub-query fine-tunes and re-scores of both loops."""
     settings = ("pool_size=400", "initial_size=100", "epochs_task=1", "epochs_scoring=1")
     settings += ("finetune_scope=all", "finetune_start=restart", "finetune_epochs=1")
-    proc, result, table = _whole_round(tmp_path, "digits", settings, "--whole-round")
+    result, table = _whole_round(tmp_path, capsys, "digits", settings, "--whole-round")
     _whole_round_checks(result, table, steps=2)  # K = 3
     assert result["pal"]["subquery_finetune"]["start"] == "restart"
-    assert table in proc.stdout
 
 
 @pytest.mark.slow
-def test_cifar10_tv_whole_round_at_a_tiny_size(tmp_path):
+def test_cifar10_tv_whole_round_at_a_tiny_size(tmp_path, capsys):
     """The ``cifar10_tv`` config (torchvision's VGG-16 / ResNet-18, the whole scoring network
     fine-tuned before every sub-query) at a tiny size: every phase of the whole round."""
     archive = SHARED_DATA / "cifar10-jpeg.tar.gz"
@@ -240,7 +298,7 @@ def test_cifar10_tv_whole_round_at_a_tiny_size(tmp_path):
         pytest.skip(f"{archive} is absent (only developer machines have ../shared/data)")
     settings = ("pool_size=100", "val_size=16", "initial_size=16", "query_size=10")
     settings += ("epochs_task=1", "epochs_scoring=1", "finetune_epochs=1")
-    proc, result, table = _whole_round(tmp_path, "cifar10_tv", settings)
+    result, table = _whole_round(tmp_path, capsys, "cifar10_tv", settings)
     _whole_round_checks(result, table, steps=4)  # K = 5
     settings = result["settings"]
     assert (settings["task_backbone"], settings["scoring_backbone"]) == ("vgg16_tv", "resnet18_tv")
@@ -248,7 +306,6 @@ def test_cifar10_tv_whole_round_at_a_tiny_size(tmp_path):
     # D_L: the first 16 of the experiment's unlabeled pool (100 less 16 validation images and
     # its own initial 16), D_U: the rest
     assert result["pal"]["n_labeled"] == 16 and result["pal"]["n_unlabeled"] == 100 - 16 - 2 * 16
-    assert table in proc.stdout
 
 
 def test_benchmark_refuses_a_round_whose_pool_is_smaller_than_the_query(tmp_path, capsys):
@@ -299,13 +356,14 @@ def test_growth_benchmark_measures_every_placement_and_a_streamed_round(tmp_path
 
 
 def test_prefilter_benchmark_compares_each_candidate_pool_with_the_whole_pool(tmp_path):
+    from benchmarks.prefilter import main as prefilter
+
     out = tmp_path / "prefilter"
-    argv = [sys.executable, "-m", "benchmarks.prefilter", "--config", "configs/digits.yaml",
+    argv = ["--config", str(REPO / "configs" / "digits.yaml"),
             "--strategy", "entropy", "--seeds", "0", "--sizes", "200", "40", "--out", str(out),
             "--set", "dataset=digits", "--set", "epochs_task=2", "--set", "pool_size=600",
             "--set", "initial_size=40", "--set", "query_size=20"]  # fmt: skip
-    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert prefilter(argv) == 0
     result = json.loads((out / "prefilter-entropy.json").read_text())
     rows = {r["candidate_pool"]: r for r in result["rows"]}
     assert set(rows) == {200, 40}

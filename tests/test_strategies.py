@@ -12,31 +12,12 @@ from torch import nn
 
 import pal
 from pal import scoring
-from pal.models import TaskNet, build_backbone
+from pal.models import build_backbone
 from pal.pretext import PRETEXTS, PoolScores, Pretext, pretext_for, rotation, simclr
-from pal.strategies import STRATEGIES, PoolExhaustedError, QueryContext, build_strategy
+from pal.strategies import STRATEGIES, PoolExhaustedError, build_strategy
 from pal.strategies.pal import DominanceWarning
 from pal.training import Normalizer, eval_chunk
-
-
-def make_context(data, config, labeled, unlabeled, seed=0) -> QueryContext:
-    x = data.x_train
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        task = TaskNet(build_backbone("cnn", x.shape[1], tuple(x.shape[-2:])), data.num_classes)
-    return QueryContext(
-        config=config,
-        x=x,
-        labels=data.y_train,
-        labeled=torch.as_tensor(labeled),
-        unlabeled=torch.as_tensor(unlabeled),
-        num_classes=data.num_classes,
-        task_model=task,
-        normalize=Normalizer(x),
-        augment_mode="crop",
-        seed=seed,
-    )
-
+from tests.helpers import make_context
 
 SMALL = pal.Config(epochs_scoring=2, subqueries=3, batch_size=32, device="cpu")
 

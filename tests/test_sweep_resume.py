@@ -102,7 +102,7 @@ def test_searcher_takes_a_study_ahead_of_its_saved_state(tmp_path):
     which has finished one trial and started another that Tune never saw."""
     import optuna
 
-    from pal.searcher import TRIAL_ID_ATTR, ResumableOptunaSearch
+    from pal.sweeps.searcher import TRIAL_ID_ATTR, ResumableOptunaSearch
 
     def searcher():
         return ResumableOptunaSearch(
@@ -230,7 +230,7 @@ def test_resume_after_kills_where_the_study_is_ahead_of_tune(tmp_path):
     with every round once, in the study with its last round's value, in Tune's results."""
     import optuna
 
-    from pal.searcher import HANG_ENV, TRIAL_ID_ATTR
+    from pal.sweeps.searcher import HANG_ENV, TRIAL_ID_ATTR
 
     (tmp_path / "race.py").write_text(RACE_JOB)
     markers = tmp_path / "markers"

@@ -10,7 +10,7 @@ import torch
 import pal
 from pal.strategies import build_strategy
 from pal.strategies.vaal import VAE, Discriminator
-from tests.test_strategies import make_context
+from tests.helpers import make_context
 
 SMALL = pal.Config(strategy="vaal", vaal_epochs=2, batch_size=32, device="cpu")
 

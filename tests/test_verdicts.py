@@ -12,7 +12,7 @@ from scipy.stats import ttest_rel
 from pal.reports import write_report
 from pal.stats import holm, power
 from pal.verdicts import paired_verdicts
-from tests.test_reports import LABELED, paired_study, run
+from tests.helpers import LABELED, paired_study, run
 
 
 def family(deltas, noise=0.01, seeds=range(5)):

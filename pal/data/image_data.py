@@ -16,13 +16,11 @@ from collections import Counter
 import numpy as np
 import torch
 
-from pal.config import ConfigError
+from pal.config import AUGMENTS, ConfigError
 from pal.registry import UnknownNameError
 from pal.segmentation import IGNORE
 
 __all__ = ["AUGMENTS", "UNKNOWN_LABEL", "DataError", "ImageData", "UnknownDatasetError"]
-
-AUGMENTS = ("none", "crop", "crop_flip")
 
 UNKNOWN_LABEL = -1
 """The label of a training image that nobody has labeled yet (``y_train`` only)."""

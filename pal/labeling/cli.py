@@ -18,7 +18,6 @@ Every command but ``demo`` holds the project's lock while it runs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pal.config import parse_override
@@ -34,10 +33,10 @@ def log_pending_rounds(project, tracking_uri: str | None) -> str | None:
     """Log to MLflow every round whose ``round.json`` says it is not logged yet (a command
     stopped between writing a round and logging it); returns the project's run id."""
     from pal.labeling.project import write_atomic
-    from pal.labeling.rounds import plain
     from pal.tracking import check_tracking_store, log_label_round, resolve_tracking_uri
+    from pal.vocabulary import PROJECT_TAG
 
-    pending = [r for r in project.rounds() if not project.round_info(r).get("logged")]
+    pending = [r for r in project.rounds() if not project.round_record(r).logged]
     if not pending:
         return project.meta.get("mlflow_run_id")
     uri = resolve_tracking_uri(tracking_uri or project.meta.get("tracking_uri"))
@@ -45,16 +44,16 @@ def log_pending_rounds(project, tracking_uri: str | None) -> str | None:
     run_id = project.meta.get("mlflow_run_id")
     for r in pending:
         folder = project.round_dir(r)
-        info = project.round_info(r)
+        record = project.round_record(r)
         files = {name: folder / name for name in ("batch.csv", "tasks.json", "round.json")}
         run_id = log_label_round(
-            uri, run_id, project.folder.name, info, files, {"pal.project": str(project.folder)}
+            uri, run_id, project.folder.name, record, files, {PROJECT_TAG: str(project.folder)}
         )
         if project.meta.get("mlflow_run_id") != run_id:
             project.meta.update(mlflow_run_id=run_id, tracking_uri=uri)
             project.save_meta()
-        info["logged"] = True
-        write_atomic(folder / "round.json", json.dumps(plain(info), indent=2) + "\n")
+        record.logged = True
+        write_atomic(folder / "round.json", record.to_json())
     return run_id
 
 
@@ -86,10 +85,10 @@ def _cmd_init(args) -> int:
 
 
 def _cmd_next(args) -> int:
-    from pal.cli import ProgressBars
     from pal.distributed import connect
     from pal.labeling import studio
     from pal.labeling.rounds import next_batch
+    from pal.progress import ProgressBars
 
     project = _open(args)
     connect(args.address)  # a pool of distributed_min_pool images or more is scored there
@@ -104,20 +103,20 @@ def _cmd_next(args) -> int:
         bars = ProgressBars(1, enabled=not args.quiet)
         try:
             overrides = dict(parse_override(item) for item in args.set)
-            info = next_batch(
+            record = next_batch(
                 project, args.n, args.strategy, args.force, bars.epoch, image_url, overrides
             )
         finally:
             bars.close()
-        folder = project.round_dir(info["round"])
+        folder = project.round_dir(record.round)
         print(
-            f"round {info['round']}: {info['n']} images chosen by {info['strategy']}"
-            f"{' (no label yet)' if info['label_free'] else ''} from {info['n_offerable']}, "
-            f"trained on {info['n_labeled']} labels in {info['seconds']['total']:.1f} s"
+            f"round {record.round}: {record.n} images chosen by {record.strategy}"
+            f"{' (no label yet)' if record.label_free else ''} from {record.n_offerable}, "
+            f"trained on {record.n_labeled} labels in {record.seconds['total']:.1f} s"
         )
-        print(f"images: {info['placement']}")
-        if "val_accuracy" in info:
-            print(f"validation accuracy {info['val_accuracy']:.4f}")
+        print(f"images: {record.placement}")
+        if not record.label_free:
+            print(f"validation accuracy {record.val_accuracy:.4f}")
         print(f"wrote {folder / 'batch.csv'} and {folder / 'tasks.json'}")
         if not args.no_tracking:
             run_id = log_pending_rounds(project, args.tracking_uri)

@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from pal.config import Config, ConfigError
+from pal.results import LabelRound
 
 PROJECT_FILE = "project.json"
 CONFIG_FILE = "config.yaml"
@@ -301,9 +302,10 @@ class Project:
         with open(self.round_dir(r) / "batch.csv", newline="") as fh:
             return list(csv.DictReader(fh))
 
-    def round_info(self, r: int) -> dict[str, Any]:
-        """Round ``r``'s ``round.json`` (what it trained on, measured and chose)."""
-        return json.loads((self.round_dir(r) / "round.json").read_text())
+    def round_record(self, r: int) -> LabelRound:
+        """Round ``r``'s record, from its ``round.json`` (what it trained on, measured and
+        chose)."""
+        return LabelRound.from_dict(json.loads((self.round_dir(r) / "round.json").read_text()))
 
     def offered(self) -> set[str]:
         """Every path some round's batch offered."""

@@ -2,52 +2,28 @@
 
 The method comes from one of: a sweep's best configuration (``--from-sweep NAME``: its
 ``best_config.json`` in MLflow), an MLflow run of ``pal run`` (``--from-run RUN_ID``: its
-params), a YAML file (``--config``), or the defaults. Only the method's keys are taken from a
-sweep or a run (:data:`METHOD_KEYS`: strategy, lambdas, sub-queries, learning rates, optimizer,
-epochs, backbones, fine-tune and normalisation keys); the dataset, the budget and the machine
-(:data:`LEFT_OUT`) belong to the user's pool and computer. ``--set KEY=VALUE`` overrides last.
+params, read back by :func:`pal.config.parse_param`), a YAML file (``--config``), or the
+defaults. Only the method's keys are taken from a sweep or a run (:data:`METHOD_KEYS`, the
+config's ``method`` group: strategy, lambdas, sub-queries, fine-tune and normalisation keys,
+backbones, epochs, learning rates, optimizer, fitting and the baselines' knobs); the data, the
+budget (the seed too) and the machine (the cluster settings and ``candidate_pool`` too) belong to
+the user's pool and computer and keep their defaults. ``--set KEY=VALUE`` overrides last.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pal.config import Config, ConfigError, field_names, make_config
+from pal.config import Config, ConfigError, keys_in, make_config, parse_param
 from pal.data import UNKNOWN_LABEL, load_dataset
 from pal.labeling import studio
 from pal.labeling.project import LedgerRow, Project
 
-LEFT_OUT = (
-    "dataset",
-    "data_dir",
-    "download",
-    "pool_size",
-    "image_size",
-    "initial_fraction",
-    "initial_size",
-    "query_fraction",
-    "query_size",
-    "rounds",
-    "val_size",
-    "seed",
-    "label_noise",
-    "missing_classes",
-    "device",
-    "precision",
-    "memory_format",
-    "compile",
-    "eval_batch_size",
-)
-"""Config keys a sweep's or a run's configuration does not pass on to a labeling project."""
-
-METHOD_KEYS = tuple(k for k in field_names() if k not in LEFT_OUT)
-"""Config keys taken from a sweep's best configuration or a run's params."""
+METHOD_KEYS = keys_in("method")
+"""Config keys taken from a sweep's best configuration or a run's params: the ``method`` group
+(:class:`pal.config.Config` says which key is in which group and why)."""
 
 
 def method_from_sweep(name: str, tracking_uri: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -57,21 +33,9 @@ def method_from_sweep(name: str, tracking_uri: str) -> tuple[dict[str, Any], dic
     Raises:
         ConfigError: no such sweep, or one without a best configuration (not finished).
     """
-    from mlflow import MlflowClient
+    from pal.tracking import sweep_best_config
 
-    from pal.tracking import find_study_run
-
-    run = find_study_run(tracking_uri, name)
-    run_id = run.info.run_id
-    with tempfile.TemporaryDirectory(prefix="pal-label-") as tmp:
-        try:
-            path = MlflowClient(tracking_uri).download_artifacts(run_id, "best_config.json", tmp)
-        except Exception as err:  # what a store raises for a missing artifact varies
-            raise ConfigError(
-                f"from_sweep: the sweep {name!r} (run {run_id}) has no best_config.json; it has "
-                f"not finished ({err})"
-            ) from None
-        best = json.loads(Path(path).read_text())
+    run_id, best = sweep_best_config(tracking_uri, name, "from_sweep")
     method = {k: v for k, v in best.items() if k in METHOD_KEYS}
     source = {"kind": "sweep", "name": name, "run_id": run_id, "tracking_uri": tracking_uri}
     return method, source
@@ -79,18 +43,10 @@ def method_from_sweep(name: str, tracking_uri: str) -> tuple[dict[str, Any], dic
 
 def method_from_run(run_id: str, tracking_uri: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The method keys of the MLflow run ``run_id``'s params (a ``pal run``)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from pal.tracking import run_params
 
-    try:
-        run = MlflowClient(tracking_uri).get_run(run_id)
-    except MlflowException as err:
-        raise ConfigError(f"from_run: no run {run_id!r} in {tracking_uri!r} ({err})") from None
-    method = {
-        k: yaml.safe_load(v) if v != "" else v
-        for k, v in run.data.params.items()
-        if k in METHOD_KEYS
-    }
+    params = run_params(tracking_uri, run_id, "from_run")
+    method = {k: parse_param(k, v) for k, v in params.items() if k in METHOD_KEYS}
     return method, {"kind": "run", "run_id": run_id, "tracking_uri": tracking_uri}
 
 

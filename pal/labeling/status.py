@@ -1,16 +1,10 @@
 """``pal label status`` and ``pal label export``: where a project stands, and its labeled set.
 
-The status is read from the ledger and the rounds' ``round.json``: labels per class, each
-round's batch and how much of it is labeled, skipped or waiting, the validation curve (written
-as ``status.png``), and a stopping signal in the spirit of baal's and small-text's criteria:
-
-- **validation plateau** (baal's ``EarlyStoppingCriterion``): the validation accuracy of the
-  last :data:`PATIENCE` + 1 rounds moved by less than :data:`EPSILON`;
-- **confidence** (baal's ``LowAverageUncertaintyStoppingCriterion``): the task network's mean
-  top-class probability on the images still unlabeled, at the last round; a high value says the
-  network finds little left that it is unsure of.
-
-They are signals to look at, not a rule: a plateau over few labels can be a slow start.
+The status is read from the ledger and the rounds' records (``round.json``,
+:class:`pal.results.LabelRound`): labels per class, each round's batch and how much of it is
+labeled, skipped or waiting, the validation curve (written as ``status.png``), and the stopping
+signals of :mod:`pal.stopping` (the ones an experiment logs every round): the validation
+plateau and the task network's mean confidence on the images still unlabeled, at the last round.
 """
 
 from __future__ import annotations
@@ -24,9 +18,7 @@ from typing import Any
 
 from pal.data.manifest import read_manifest
 from pal.labeling.project import Project, csv_text, write_atomic
-
-PATIENCE = 2
-EPSILON = 0.005
+from pal.stopping import EPSILON, PATIENCE, plateau
 
 
 @dataclasses.dataclass
@@ -85,7 +77,7 @@ def project_status(project: Project) -> Status:
     rounds = []
     for r in project.rounds():
         paths = [row["path"] for row in project.batch(r)]
-        info = project.round_info(r)
+        record = project.round_record(r)
         done = sum(p in labels for p in paths)
         gone = sum(p in skipped for p in paths)
         rounds.append(
@@ -95,20 +87,16 @@ def project_status(project: Project) -> Status:
                 "labeled": done,
                 "skipped": gone,
                 "waiting": len(paths) - done - gone,
-                "n_labeled": info["n_labeled"],
-                "val_accuracy": _value(info.get("val_accuracy")),
-                "mean_confidence": _value(info.get("mean_confidence")),
-                "strategy": info["strategy"],
+                "n_labeled": record.n_labeled,
+                "val_accuracy": record.val_accuracy,
+                "mean_confidence": record.mean_confidence,
+                "strategy": record.strategy,
             }
         )
-    curve = [r["val_accuracy"] for r in rounds if not math.isnan(r["val_accuracy"])]
-    plateau, change = None, math.nan
-    if len(curve) > PATIENCE:
-        last = curve[-(PATIENCE + 1) :]
-        change = last[-1] - last[0]
-        plateau = max(last) - min(last) < EPSILON
+    signal = plateau([r["val_accuracy"] for r in rounds])
+    fired = bool(signal.fired) if signal.known else None
     confidence = rounds[-1]["mean_confidence"] if rounds else math.nan
-    return Status(counts, len(skipped), rounds, plateau, change, confidence)
+    return Status(counts, len(skipped), rounds, fired, signal.change, confidence)
 
 
 def draw_curve(status: Status, path: Path, title: str) -> None:
@@ -160,11 +148,6 @@ def export_labeled(project: Project, out: str | os.PathLike) -> int:
         rows.append({"path": shown, "label": label, "split": row.split})
     write_atomic(out, csv_text(("path", "label", "split"), rows))
     return len(rows)
-
-
-def _value(v: float | None) -> float:
-    """A measured value of ``round.json`` (``null``: not measured, NaN)."""
-    return math.nan if v is None else float(v)
 
 
 def _fmt(v: float) -> str:

@@ -8,6 +8,9 @@ from pal.strategies.base import (
     QueryContext,
     Strategy,
     build_strategy,
+    cpu_bf16_proven,
+    label_free_sample,
+    label_free_strategies,
     list_strategies,
     register_strategy,
 )
@@ -19,6 +22,9 @@ __all__ = [
     "QueryContext",
     "Strategy",
     "build_strategy",
+    "cpu_bf16_proven",
+    "label_free_sample",
+    "label_free_strategies",
     "list_strategies",
     "register_strategy",
 ]

@@ -11,11 +11,12 @@ import abc
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from pal.registry import Registry
-from pal.rng import torch_generator
+from pal.rng import numpy_rng, torch_generator
 
 if TYPE_CHECKING:
     from pal.config import Config
@@ -94,6 +95,14 @@ class Strategy(abc.ABC):
     name: str = ""
     tasks: tuple[str, ...] = ("classification",)
     """The tasks the strategy runs on; the loop refuses any other before training."""
+    label_free: bool = False
+    """Whether the strategy can choose with no label at all (:meth:`query_label_free`: ``pal
+    label``'s first batch)."""
+    cpu_bf16: bool = False
+    """Whether its accuracy held in bf16 autocast on a CPU: in ``ablations/mnist_precision.py``
+    (MNIST preset, 3 seeds) every round of every seed within 1 point of the same seed's fp32 run
+    (``docs/performance.md``). ``precision: auto`` turns bf16 on for CPUs with bf16 units once
+    every classification strategy holds it (:func:`cpu_bf16_proven`)."""
 
     def __init__(self, config: Config):
         self.config = config
@@ -112,8 +121,23 @@ class Strategy(abc.ABC):
         Accepts everything by default; strategies with constraints override it."""
         return None
 
+    def query_label_free(self, ctx: QueryContext, n: int) -> Query:
+        """Choose ``n`` samples of ``ctx.unlabeled`` with no label and no task network
+        (``ctx.labeled`` empty, ``ctx.task_model`` ``None``), for strategies with
+        :attr:`label_free`.
+
+        Raises:
+            ValueError: the strategy cannot choose without labels.
+        """
+        if not self.label_free:
+            raise ValueError(f"strategy {self.name!r} cannot choose with no label")
+        return self._checked(ctx, n, self.choose_label_free)
+
     def query(self, ctx: QueryContext, n: int) -> Query:
         """Choose ``n`` samples of ``ctx.unlabeled``; raises :class:`PoolExhaustedError`."""
+        return self._checked(ctx, n, self.choose)
+
+    def _checked(self, ctx: QueryContext, n: int, choose) -> Query:
         available = ctx.unlabeled.numel()
         if n < 1:
             raise ValueError(f"query size must be >= 1, got {n}")
@@ -121,7 +145,7 @@ class Strategy(abc.ABC):
             raise PoolExhaustedError(
                 f"query of {n} asked from an unlabeled pool of {available} samples"
             )
-        result = self.choose(ctx, n)
+        result = choose(ctx, n)
         chosen = result.indices
         if chosen.numel() != n or torch.unique(chosen).numel() != n:
             raise RuntimeError(f"strategy {self.name!r} returned {chosen.numel()} indices, not {n}")
@@ -132,6 +156,25 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def choose(self, ctx: QueryContext, n: int) -> Query:
         """Return exactly ``n`` unique dataset indices drawn from ``ctx.unlabeled``."""
+
+    def choose_label_free(self, ctx: QueryContext, n: int) -> Query:
+        """:meth:`choose` with no label (strategies with :attr:`label_free` override it)."""
+        raise NotImplementedError
+
+
+LABEL_FREE_SAMPLE = 5000
+"""At most this many pool images (a seeded sample) train a label-free pick's pretext network."""
+
+
+def label_free_sample(ctx: QueryContext) -> QueryContext:
+    """``ctx`` whose ``labeled`` is a seeded sample (``(seed, "label-free-sample")``) of at most
+    :data:`LABEL_FREE_SAMPLE` images of ``ctx.unlabeled``: what a label-free pick trains its
+    pretext (rotation) head on, their labels unknown."""
+    pool = ctx.unlabeled
+    rng = numpy_rng(ctx.seed, "label-free-sample")
+    take = min(pool.numel(), LABEL_FREE_SAMPLE)
+    sample = pool[torch.as_tensor(np.sort(rng.choice(pool.numel(), take, replace=False)))]
+    return dataclasses.replace(ctx, labeled=sample.to(pool.device))
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "strategy")
@@ -148,3 +191,16 @@ def list_strategies() -> list[str]:
 
 def build_strategy(config: Config) -> Strategy:
     return STRATEGIES.get(config.strategy)(config)
+
+
+def label_free_strategies() -> list[str]:
+    """The registered strategies that can choose with no label (:attr:`Strategy.label_free`)."""
+    return [n for n in STRATEGIES.names() if STRATEGIES.get(n).label_free]
+
+
+def cpu_bf16_proven() -> bool:
+    """Whether every registered classification strategy holds its accuracy in bf16 on a CPU
+    (:attr:`Strategy.cpu_bf16`): with some strategies in bf16 and others in fp32, a study
+    comparing them would compare precisions too (the same seed's round-0 model would differ)."""
+    classification = [STRATEGIES.get(n) for n in STRATEGIES.names()]
+    return all(s.cpu_bf16 for s in classification if "classification" in s.tasks)

@@ -15,11 +15,15 @@ class RandomStrategy(Strategy):
     """Uniformly random samples of the unlabeled pool."""
 
     tasks = ("classification", "segmentation")
+    label_free = True
+    cpu_bf16 = True
 
     def choose(self, ctx: QueryContext, n: int) -> Query:
         gen = ctx.generator("random")
         order = torch.randperm(ctx.unlabeled.numel(), generator=gen, device=gen.device)
         return Query(ctx.unlabeled[order[:n]])
+
+    choose_label_free = choose
 
 
 @register_strategy("entropy")
@@ -28,6 +32,7 @@ class EntropyStrategy(Strategy):
     segmentation the highest mean pixel entropy."""
 
     tasks = ("classification", "segmentation")
+    cpu_bf16 = True
 
     def choose(self, ctx: QueryContext, n: int) -> Query:
         x, bs = ctx.x[ctx.unlabeled], self.config.eval_batch_size

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 class DBALStrategy(Strategy):
     """The ``n`` samples with the highest BALD or max-entropy score under MC dropout."""
 
+    cpu_bf16 = True
+
     @classmethod
     def check_config(
         cls,

@@ -33,7 +33,13 @@ import torch
 from pal import scoring
 from pal.config import ConfigError
 from pal.pretext import PoolScores, pretext_for, pretext_tasks
-from pal.strategies.base import Query, QueryContext, Strategy, register_strategy
+from pal.strategies.base import (
+    Query,
+    QueryContext,
+    Strategy,
+    label_free_sample,
+    register_strategy,
+)
 
 
 class _PretextTasks:
@@ -50,6 +56,7 @@ class PALStrategy(Strategy):
     on the registered pretext task of the query's task (:mod:`pal.pretext`)."""
 
     tasks = _PretextTasks()
+    label_free = True
 
     @classmethod
     def check_config(
@@ -75,6 +82,14 @@ class PALStrategy(Strategy):
         return Query(
             ctx.unlabeled[selection.picked], metrics, scored.fit_keys, selection.pick_scores
         )
+
+    def choose_label_free(self, ctx: QueryContext, n: int) -> Query:
+        """``S_S`` alone (``lambda1`` 0: ``S_C`` needs a class head trained on labels), the
+        rotation head trained on a seeded sample of the pool
+        (:func:`~pal.strategies.base.label_free_sample`), with the sub-queries."""
+        cfg = self.config.replace(lambda1=0.0)
+        rotation_ctx = dataclasses.replace(label_free_sample(ctx), config=cfg)
+        return PALStrategy(cfg).choose(rotation_ctx, n)
 
 
 class DominanceWarning(UserWarning):

@@ -1,24 +1,19 @@
-"""Sweeps: every experiment a Ray Tune trial, Optuna searching, MLflow recording every round.
+"""A sweep's driver: check the job, open its MLflow run, run its trials in Ray Tune, collect.
 
-This module and the searcher it uses (:mod:`pal.searcher`) are the ones of ``pal`` that import
-Ray. A trial runs a whole experiment through the same :class:`pal.loop.Experiment` as
-``pal.run_experiment``; it reports and checkpoints after every round (the experiment's state, the
-validation history and the MLflow run id), so a trial that dies resumes at its last finished
-round and logs into the same MLflow run.
-
-A sweep is described by a *job file* (:mod:`pal.jobs`: plain data, no Ray). :func:`sweep` runs
-one in three steps: :func:`prepare` (check the job, its configs and data, the MLflow store; open
-or reopen the sweep's MLflow run), :func:`build_tuner` (Tune's search space, searcher, scheduler,
-resources and storage) and :func:`collect` (the best configuration, the variants' table, the
-sweep's run closed).
+Part of :mod:`pal.sweeps`, the only package of ``pal`` that imports Ray Tune (here inside the
+functions, when a sweep runs). A sweep is described by a *job file* (:mod:`pal.jobs`: plain data,
+no Ray). :func:`sweep` runs one in three steps: :func:`prepare` (check the job, its configs and
+data, the MLflow store; open or reopen the sweep's MLflow run), :func:`build_tuner` (Tune's
+search space, searcher, scheduler, resources and storage: :mod:`pal.sweeps.tuning`) and
+:func:`collect` (the best configuration, the variants' table, the sweep's run closed). Each trial
+is :func:`pal.sweeps.trial.trainable`.
 
 Where trials run: on the Ray cluster at ``address`` (or ``RAY_ADDRESS``, which ``ray job submit``
 sets) when there is one, where every trial asks for ``gpus_per_trial`` GPUs as the job says, and
 the autoscaler starts GPU workers for them; otherwise on a local Ray started here, where a job's
 GPUs are asked for only if this machine has some. ``storage_path`` (trial checkpoints, Tune's
 state) is ``--storage-path``, else ``PAL_STORAGE_PATH``, else the job's: on a cluster it must be
-storage every node reaches (``s3://...``, or a shared file system). Every trial's MLflow run is
-tagged with the node it ran on (``ray.node_id``, ``ray.node``, ``ray.node_ip``).
+storage every node reaches (``s3://...``, or a shared file system).
 
 The objective is ``val_auc``: the mean validation accuracy over the rounds so far (the area under
 the learning curve, per round). Test accuracy is reported and logged, never optimised.
@@ -29,145 +24,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from pal.config import ConfigError, make_config
 from pal.jobs import OBJECTIVE, SweepJob, absolute_paths, load_job, validate_job
-from pal.studies import check_same_study, study_trials
+from pal.sweeps.cells import check_same_study, study_trials
+from pal.sweeps.trial import trainable
+from pal.sweeps.tuning import (
+    asha_scheduler,
+    connected_to_cluster,
+    optuna_storage,
+    param_importances,
+    searcher_for,
+    searcher_used,
+    to_tune_space,
+    trial_resources,
+)
+from pal.vocabulary import BEST_VAL_AUC, TEST_ACCURACY, TRIALS
 
 
-# ---------------------------------------------------------------------------- the search space
-def to_tune_space(search_space: dict[str, list]) -> dict[str, Any]:
-    """Plain-data search space -> Ray Tune's sampling objects."""
-    from ray import tune
-
-    out = {}
-    for key, (kind, *args) in search_space.items():
-        if kind == "uniform":
-            out[key] = tune.uniform(*args)
-        elif kind == "loguniform":
-            out[key] = tune.loguniform(*args)
-        elif kind == "choice":
-            out[key] = tune.choice(list(args[0]))
-        elif kind == "randint":
-            out[key] = tune.randint(args[0], args[1] + 1)  # inclusive high bound
-        elif kind == "grid":
-            out[key] = tune.grid_search(list(args[0]))
-    return out
-
-
-# ---------------------------------------------------------------------------- the trial
-def trainable(params: dict[str, Any]) -> None:
-    """One Ray Tune trial: one whole experiment, all rounds, resumable after any round.
-
-    ``params`` holds ``pal.Config`` keys plus ``_sweep`` (tracking URI, parent run id, and an
-    optional fault hook used by the tests). Each round reports :meth:`RoundRecord.metrics`
-    (the keys MLflow logs) and checkpoints the experiment's state and the MLflow run id.
-    """
-    import torch
-    from ray import tune
-
-    from pal.loop import Experiment
-    from pal.tracking import MLflowTracker
-
-    sweep = params["_sweep"]
-    cell = params.get("_cell")  # an ablation study's (variant, seed)
-    variant = cell["variant"] if cell else params.get("_variant")
-    overrides = dict(sweep["variants"][variant]) if variant is not None else {}
-    if cell:
-        overrides["seed"] = cell["seed"]
-    config = make_config({k: v for k, v in params.items() if not k.startswith("_")}, **overrides)
-    threads = max(1, int(sweep.get("cpus_per_trial", 1)))
-    torch.set_num_threads(threads)
-    experiment = Experiment(config)
-    run_id = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            saved = json.loads((Path(folder) / "state.json").read_text())
-        experiment.load_state_dict(saved["experiment"])
-        run_id = saved["mlflow_run_id"]
-
-    context = tune.get_context()
-    tags = {
-        "ray.trial_id": context.get_trial_id(),
-        "ray.node_id": _node_id(),
-        "ray.node": socket.gethostname(),
-        "ray.node_ip": _node_ip(),
-        "pal.sweep": sweep["name"],
-        "pal.placement": experiment.placement.describe(),
-    }
-    if variant is not None:
-        tags["pal.variant"] = variant
-    if checkpoint is not None:
-        tags["pal.resumed_at_round"] = experiment.rounds_done
-    tracker = MLflowTracker(
-        config,
-        tracking_uri=sweep["tracking_uri"],
-        experiment_name=sweep["experiment_name"],
-        run_id=run_id,
-        parent_run_id=sweep["parent_run_id"],
-        run_name=f"{variant}-seed{config.seed}"
-        if variant is not None
-        else context.get_trial_name(),
-        tags=tags,
-    )
-    with tracker:
-        for record in experiment.rounds():
-            tracker(record, experiment)
-            with tempfile.TemporaryDirectory() as folder:
-                state = {"experiment": experiment.state_dict(), "mlflow_run_id": tracker.run_id}
-                (Path(folder) / "state.json").write_text(json.dumps(state))
-                checkpoint = tune.Checkpoint.from_directory(folder)
-                tune.report(record.metrics(), checkpoint=checkpoint)
-            _fault_hook(sweep.get("fault"), record.round)
-
-
-def _fault_hook(spec: dict | None, round_: int) -> None:
-    """Test hook, once per sweep (a marker file), after ``spec['round']`` is logged and saved:
-    ``action`` ``raise`` fails the trial; ``hang`` writes the node id into the marker and
-    sleeps, so that a test can take the node away in the middle of the trial."""
-    if not spec or round_ != spec["round"]:
-        return
-    try:
-        fd = os.open(spec["marker"], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    if spec.get("action", "raise") == "raise":
-        os.close(fd)
-        raise RuntimeError(f"injected fault after round {round_}")
-    import time
-
-    import ray
-
-    os.write(fd, f"{ray.get_runtime_context().get_node_id()} {os.getpid()}\n".encode())
-    os.close(fd)
-    time.sleep(float(spec.get("seconds", 600)))
-
-
-def _node_id() -> str:
-    try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-    except Exception:  # noqa: BLE001 - a tag, never worth failing a trial over
-        return "unknown"
-
-
-def _node_ip() -> str:
-    try:
-        import ray
-
-        return ray.util.get_node_ip_address()
-    except Exception:  # noqa: BLE001 - a tag, never worth failing a trial over
-        return "unknown"
-
-
-# ---------------------------------------------------------------------------- the driver
 @dataclasses.dataclass
 class SweepResult:
     """What a finished sweep gives back (``result_grid`` is Ray Tune's ``ResultGrid``)."""
@@ -195,7 +72,7 @@ def variant_table(finals: list[tuple[str, dict[str, float]]]) -> dict[str, dict[
     table = {}
     for name, metrics in groups.items():
         auc = np.array([m.get(OBJECTIVE, np.nan) for m in metrics], dtype=float)
-        test = np.array([m.get("test_accuracy", np.nan) for m in metrics], dtype=float)
+        test = np.array([m.get(TEST_ACCURACY, np.nan) for m in metrics], dtype=float)
         ddof = 1 if len(metrics) > 1 else 0
         table[name] = {
             "trials": len(metrics),
@@ -234,7 +111,7 @@ def sweep(
     """
     import ray
 
-    from pal.tracking import ui_command
+    from pal.tracking.store import ui_command
 
     prepared = prepare(
         job_path,
@@ -264,11 +141,11 @@ def sweep(
             n_errored=0,
         )
     address = address or os.environ.get("RAY_ADDRESS")
-    on_cluster = bool(address) or _connected_to_cluster()
+    on_cluster = bool(address) or connected_to_cluster()
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 1)
     # a resource the trials could never get is refused before the sweep's run is created
-    resources = _trial_resources(prepared.job, on_cluster, ray.cluster_resources())
+    resources = trial_resources(prepared.job, on_cluster, ray.cluster_resources())
     prepared.open_run()
     tuner = build_tuner(prepared, resources, verbose, _fault)
     result = collect(prepared, tuner.fit())
@@ -308,13 +185,13 @@ class PreparedSweep:
 
     @property
     def study_storage(self) -> str | None:
-        """The Optuna study's storage URL (see :func:`_optuna_storage`)."""
-        return _optuna_storage(self.tracking_uri, self.storage)
+        """The Optuna study's storage URL (see :func:`pal.sweeps.tuning.optuna_storage`)."""
+        return optuna_storage(self.tracking_uri, self.storage)
 
     def open_run(self) -> None:
         """Create the sweep's parent MLflow run and the job's ``<name>.latest.json`` pointer,
         or take both from the pointer when resuming."""
-        from pal.tracking import reopen_run, start_sweep_run
+        from pal.tracking.sweeps import reopen_run, start_sweep_run
 
         if self.previous and self.grow:  # a new Tune experiment into the study's parent run
             self.parent_run_id = self.previous["parent_run_id"]
@@ -366,7 +243,8 @@ def prepare(
         ConfigError: naming the field and what is allowed.
     """
     from pal.loop import plan_experiment
-    from pal.tracking import check_tracking_store, finished_cells, resolve_tracking_uri
+    from pal.tracking.store import check_tracking_store, resolve_tracking_uri
+    from pal.tracking.sweeps import finished_cells
 
     job = load_job(job_path)
     if smoke:
@@ -405,7 +283,8 @@ def prepare(
 def build_tuner(prepared: PreparedSweep, resources, verbose: int = 1, fault=None):
     """Ray Tune's ``Tuner`` for a prepared sweep whose run is open (restored from its folder
     when resuming): the search space with the base config, Optuna or a grid, ASHA when asked,
-    ``resources`` per trial (:func:`_trial_resources`), checkpoints and failure retries."""
+    ``resources`` per trial (:func:`pal.sweeps.tuning.trial_resources`), checkpoints and
+    failure retries."""
     from ray import tune
 
     job = prepared.job
@@ -426,6 +305,12 @@ def build_tuner(prepared: PreparedSweep, resources, verbose: int = 1, fault=None
         param_space["seed"] = tune.grid_search(list(job.seeds))
     trial_fn = tune.with_resources(trainable, resources)
     if prepared.previous and not prepared.grow:
+        import sys
+
+        from pal.sweeps import searcher
+
+        # a sweep saved before the searcher moved into this package pickled it as pal.searcher
+        sys.modules.setdefault("pal.searcher", searcher)
         return tune.Tuner.restore(
             prepared.run_dir, trainable=trial_fn, param_space=param_space, resume_errored=True
         )
@@ -435,8 +320,8 @@ def build_tuner(prepared: PreparedSweep, resources, verbose: int = 1, fault=None
         tune_config=tune.TuneConfig(
             metric=OBJECTIVE,
             mode="max",
-            search_alg=_searcher(job, prepared.study_storage, prepared.run_name),
-            scheduler=_scheduler(job),
+            search_alg=searcher_for(job, prepared.study_storage, prepared.run_name),
+            scheduler=asha_scheduler(job),
             num_samples=job.num_samples,
             max_concurrent_trials=job.max_concurrent_trials,
         ),
@@ -458,7 +343,7 @@ def collect(prepared: PreparedSweep, grid) -> SweepResult:
     Raises:
         RuntimeError: every trial failed (the sweep's run is closed ``FAILED``).
     """
-    from pal.tracking import finish_sweep_run
+    from pal.tracking.sweeps import finish_sweep_run, finished_finals
 
     job, uri, parent_run_id = prepared.job, prepared.tracking_uri, prepared.parent_run_id
     errored = sum(1 for r in grid if r.error is not None)
@@ -475,19 +360,17 @@ def collect(prepared: PreparedSweep, grid) -> SweepResult:
         best_config["seed"] = best.config["_cell"]["seed"]
     variants = {}
     if job.variants:  # the whole study, trials of earlier runs of it included
-        from pal.tracking import finished_finals
-
         variants = variant_table(finished_finals(uri, parent_run_id))
     importances = None
-    if _searcher_used(job):
-        importances = _importances(prepared.study_storage, prepared.run_name)
+    if searcher_used(job):
+        importances = param_importances(prepared.study_storage, prepared.run_name)
     finish_sweep_run(
         uri,
         parent_run_id,
         {
             "best_config": best_config,
-            "best_val_auc": best.metrics[OBJECTIVE],
-            "trials": len(grid),
+            BEST_VAL_AUC: best.metrics[OBJECTIVE],
+            TRIALS: len(grid),
             "variants": variants,
         },
         importances,
@@ -534,45 +417,6 @@ def summary(result: SweepResult, ui: str, job_path: str | os.PathLike) -> str:
     return "\n".join(lines)
 
 
-def _connected_to_cluster() -> bool:
-    """Whether this process is already attached to a Ray cluster it did not start itself."""
-    import ray
-
-    if not ray.is_initialized():
-        return False
-    return len(ray.nodes()) > 1 or bool(os.environ.get("RAY_ADDRESS"))
-
-
-def _trial_resources(job: SweepJob, on_cluster: bool, available: dict[str, float]):
-    """One bundle per trial: CPUs, GPUs and the job's custom resources.
-
-    On a cluster the job's GPUs are asked for even when no GPU node is up yet (the autoscaler
-    starts one for them); on a local Ray started here only when this machine has GPUs, so a job
-    written for GPUs still runs on a laptop.
-
-    Raises:
-        ConfigError: ``resources_per_trial: ...`` with a local Ray, for a resource it lacks
-            (the trials could never get it).
-    """
-    from ray.tune import PlacementGroupFactory
-
-    gpus = job.gpus_per_trial if (on_cluster or available.get("GPU", 0)) else 0
-    bundle = {
-        "CPU": float(job.cpus_per_trial),
-        **{k: float(v) for k, v in job.resources_per_trial.items()},
-    }
-    if gpus:
-        bundle["GPU"] = float(gpus)
-    for name, amount in job.resources_per_trial.items():
-        if not on_cluster and available.get(name, 0) < amount:
-            raise ConfigError(
-                f"resources_per_trial: {name}={amount} but this Ray has "
-                f"{available.get(name, 0):g} of it; custom resources are declared by the nodes "
-                "(ray start --resources, or resources: in cluster.yaml)"
-            )
-    return PlacementGroupFactory([bundle])
-
-
 def _read_pointer(path: str) -> dict | None:
     """The ``<job>.latest.json`` that names a job's last sweep (absolute path or ``s3://``...)."""
     import pyarrow.fs
@@ -599,62 +443,3 @@ def _finite(value: float) -> float:
 
 def _storage_root(path: str) -> str:
     return path if "://" in path else str(Path(path).expanduser().resolve())
-
-
-def _optuna_storage(tracking_uri: str, storage: str) -> str | None:
-    """The Optuna study's SQLite URL: beside the MLflow SQLite store, else in the sweep storage."""
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix):
-        return prefix + str(Path(tracking_uri[len(prefix) :]).parent / "optuna.db")
-    if "://" not in storage:
-        return prefix + str(Path(storage) / "optuna.db")
-    return None
-
-
-def _searcher(job: SweepJob, study_storage: str | None, study_name: str):
-    """Tune's searcher for ``job``: Optuna's TPE on the study ``study_name`` (in the SQLite store
-    ``study_storage``, else in memory), resumable after the driver died at any moment
-    (:class:`pal.searcher.ResumableOptunaSearch`); ``None`` for grids."""
-    if not _searcher_used(job):
-        return None  # grids (ablations) use Tune's own variant generator
-    import optuna
-
-    from pal.searcher import ResumableOptunaSearch
-
-    storage = optuna.storages.RDBStorage(study_storage) if study_storage else None
-    return ResumableOptunaSearch(
-        sampler=optuna.samplers.TPESampler(seed=job.seed),
-        study_name=study_name,
-        storage=storage,
-    )
-
-
-def _searcher_used(job: SweepJob) -> bool:
-    """Optuna samples a search space; grids, variants and seed repetitions enumerate instead."""
-    if not job.search_space or job.variants or job.seeds:
-        return False
-    return all(spec[0] != "grid" for spec in job.search_space.values())
-
-
-def _importances(study_storage: str | None, study_name: str) -> dict[str, float] | None:
-    """Optuna's parameter importances for the objective; None when they cannot be computed
-    (fewer than two finished trials, or no parameter varied)."""
-    if study_storage is None:
-        return None
-    import optuna
-
-    try:
-        study = optuna.load_study(study_name=study_name, storage=study_storage)
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
-    except (ValueError, RuntimeError, KeyError) as err:
-        print(f"parameter importances not computed: {err}")
-        return None
-
-
-def _scheduler(job: SweepJob):
-    if not job.asha:
-        return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    rounds = int(job.base.get("rounds", 6))
-    return ASHAScheduler(time_attr="training_iteration", max_t=rounds + 1, grace_period=2)

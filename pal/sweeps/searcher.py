@@ -16,10 +16,11 @@ with Tune's saved state, random state included, so it asks for that trial's para
 (a trial that reused the closed one's parameters would leave the next draw repeating them). So
 each Tune trial has one study trial, finished once with the value Tune reported first. Every
 study trial carries its Tune trial id in the user attribute :data:`TRIAL_ID_ATTR` (the
-``ray.trial_id`` tag of its MLflow run).
+``ray.trial_id`` tag of its MLflow run, :data:`pal.vocabulary.TRIAL_ID_TAG`).
 
-This module imports Ray: :func:`pal.sweeps._searcher` imports it when a sweep runs, and Tune when
-it unpickles a sweep's searcher.
+Part of :mod:`pal.sweeps`, the only package of ``pal`` that imports Ray Tune; this module imports
+it (and Optuna) on import: :func:`pal.sweeps.tuning.searcher_for` imports the module when a sweep
+runs, and Tune when it unpickles a sweep's searcher.
 
 Test hook: with :data:`HANG_ENV` set in the driver's environment, the driver stops at the moments
 a kill leaves the study ahead of Tune (see :func:`_hang_at`). Tests only; never set in a sweep.
