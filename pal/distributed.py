@@ -8,8 +8,9 @@ same autocast. The per-image outputs come back in pool order (Ray Data preserves
 caller's device, where the rest of the query (PAL's sub-queries, a top-n) runs. Same chunks,
 same kernels, same weights: the same numbers as the single-process pass.
 
-Ray is imported only here, and only once a cluster is connected (``pal label next --address``,
-``RAY_ADDRESS``, or a Tune trial): a plain run never starts it.
+The only module of ``pal`` that uses Ray Data (Ray Tune is :mod:`pal.sweeps`'s). Outside a
+sweep, Ray is imported only here, and only once a cluster is connected (``pal label next
+--address``, ``RAY_ADDRESS``, or a Tune trial): a plain run never starts it.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ from tests.helpers import pixels_of
 STUDIES = sorted(p for p in (REPO / "ablations").glob("*.py") if not p.name.startswith("_"))
 
 
-def test_the_ten_studies_exist():
+def test_the_eleven_studies_exist():
     assert {p.stem for p in STUDIES} == {
+        "stopping",
         "mnist_strategies",
         "mnist_precision",
         "mnist_components",
@@ -37,6 +38,9 @@ def test_study_files_are_grids_of_variants_over_five_seeds(path):
     if path.stem.startswith("mnist_"):  # sized for CPUs: 3 seeds, one core per trial
         assert job.seeds == [0, 1, 2] and job.gpus_per_trial == 0 and job.cpus_per_trial == 1
         assert job.base["dataset"].endswith("mnist.npz")
+    elif path.stem == "stopping":  # the embedded digits on CPUs: 3 seeds, twelve queries
+        assert job.seeds == [0, 1, 2] and job.gpus_per_trial == 0 and job.cpus_per_trial == 1
+        assert job.base["dataset"] == "digits" and job.base["rounds"] == 12
     else:
         assert job.seeds == [0, 1, 2, 3, 4]
     assert job.num_samples == 1 and not job.search_space

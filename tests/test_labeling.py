@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+import pal
 from pal.cli import main
 from pal.labeling.demo import write_demo
 from pal.labeling.project import Project, ProjectBusyError
@@ -96,6 +97,15 @@ def test_walkthrough_three_rounds(tmp_path, demo, mlflow_server):
     history = client.get_metric_history(runs[0].info.run_id, "n_labeled")
     assert sorted(m.value for m in history) == [0.0, 20.0, 40.0]
     assert "val_accuracy" in runs[0].data.metrics
+    # a labeling project's run starts another project with its method, not its pool
+    from pal.config import keys_in
+    from pal.labeling.setup import init_project
+
+    again = init_project(tmp_path / "again", demo / "manifest.csv", from_run=runs[0].info.run_id,
+                         tracking_uri=mlflow_server)  # fmt: skip
+    first = Project.open(project).config
+    assert all(getattr(again.config, k) == getattr(first, k) for k in keys_in("method"))
+    assert again.config.seed == pal.Config().seed
 
     assert main(["label", "status", str(project)]) == 0
     assert (project / "status.png").stat().st_size > 0
@@ -262,6 +272,12 @@ def test_init_from_sweep_takes_the_method_and_leaves_the_data_and_budget(tmp_pat
         "lr_scoring": 0.02,
         "optimizer": "adam",
         "score_norm": "zscore",
+        # the sweep's cluster: the machine's, not the method's
+        "device_budget_gb": 2.0,
+        "distributed_min_pool": 1000,
+        "distributed_workers": 4,
+        "candidate_pool": 500,
+        "precision": "bf16",
     }
     run_id = start_sweep_run(uri, "pal-sweeps", "shoes_hpo", {"base": {}})
     finish_sweep_run(uri, run_id, {"best_config": best, "best_val_auc": 0.9, "trials": 4}, None)
@@ -275,6 +291,9 @@ def test_init_from_sweep_takes_the_method_and_leaves_the_data_and_budget(tmp_pat
     assert (cfg.lr_scoring, cfg.score_norm) == (0.02, "zscore")
     assert cfg.dataset == f"manifest:{(demo / 'manifest.csv').resolve()}"
     assert (cfg.pool_size, cfg.rounds, cfg.seed) == (None, 6, 0)  # the defaults, not the sweep's
+    default = pal.Config()
+    machine = ("device_budget_gb", "distributed_min_pool", "distributed_workers", "candidate_pool")
+    assert all(getattr(cfg, k) == getattr(default, k) for k in (*machine, "precision"))
     assert opened.meta["source"] == {
         "kind": "sweep",
         "name": "shoes_hpo",

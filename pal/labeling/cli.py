@@ -46,9 +46,9 @@ def log_pending_rounds(project, tracking_uri: str | None) -> str | None:
         folder = project.round_dir(r)
         record = project.round_record(r)
         files = {name: folder / name for name in ("batch.csv", "tasks.json", "round.json")}
-        run_id = log_label_round(
-            uri, run_id, project.folder.name, record, files, {PROJECT_TAG: str(project.folder)}
-        )
+        tags = {PROJECT_TAG: str(project.folder)}
+        params = project.config.to_params()  # the project's method, as pal label init took it
+        run_id = log_label_round(uri, run_id, project.folder.name, record, files, tags, params)
         if project.meta.get("mlflow_run_id") != run_id:
             project.meta.update(mlflow_run_id=run_id, tracking_uri=uri)
             project.save_meta()

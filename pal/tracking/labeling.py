@@ -27,11 +27,13 @@ def log_label_round(
     record: LabelRound,
     files: dict[str, Path],
     tags: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
 ) -> str:
     """Log one labeling round (``step`` = round) to the project's run in the experiment
-    :data:`LABEL_EXPERIMENT`, created on the first round (params: the round's config), its
-    metrics :meth:`pal.results.LabelRound.metrics`; the round's files go under
-    ``rounds/<rrr>/``. Returns the run id.
+    :data:`LABEL_EXPERIMENT`, created on the first round with ``params`` (the project's config,
+    :meth:`pal.config.Config.to_params`; default: the round's), its metrics
+    :meth:`pal.results.LabelRound.metrics`; the round's files go under ``rounds/<rrr>/``.
+    Returns the run id.
 
     A round the run already has (its ``n_labeled`` at that step) is not logged again."""
     client = MlflowClient(tracking_uri)
@@ -43,8 +45,8 @@ def log_label_round(
             tags={KIND_TAG: KIND_LABEL, **code_version(), **(tags or {})},
         )
         run_id = run.info.run_id
-        params = [Param(k, param_value(v)) for k, v in record.config.items()]
-        client.log_batch(run_id, params=params)
+        logged = params or {k: param_value(v) for k, v in record.config.items()}
+        client.log_batch(run_id, params=[Param(k, v) for k, v in logged.items()])
     r = record.round
     if any(m.step == r for m in client.get_metric_history(run_id, N_LABELED)):
         return run_id
