@@ -1,5 +1,7 @@
 """The round loop, in one place: every entry point (``pal.run_experiment``, ``pal run``, a Tune
-trial) drives an :class:`Experiment` one round at a time.
+trial) drives an :class:`Experiment` one round at a time. A round's steps (train and measure,
+the fit check, the stopping signals, the query) are :class:`pal.learner.Learner`'s, the same
+steps ``pal label next`` runs with a person's labels.
 
 Round 0 trains the task network on the initial pool. Round ``r >= 1`` first adds the ``r``-th
 query's samples (labelled by the oracle) and then trains the task network from scratch on ``D_L``.
