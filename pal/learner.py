@@ -7,7 +7,8 @@ streamed), the :class:`~pal.training.Normalizer` and the augmentation. Its steps
 :meth:`Learner.train` (a fresh task network on ``D_L``, measured on the validation and test
 sets), :meth:`Learner.underfit` (the fit check), :meth:`Learner.confidence` (the task network's
 confidence on the images still unlabeled: a stopping signal, :mod:`pal.stopping`) and
-:meth:`Learner.choose` (the strategy's query on a :class:`~pal.strategies.QueryContext`).
+:meth:`Learner.choose` (the strategy's query on the :class:`~pal.strategies.QueryContext` of
+:meth:`Learner.context`).
 
 Both loops run on it: :class:`pal.loop.Experiment` with the oracle's labels (small-text's
 ``PoolBasedActiveLearner.query()`` / ``update()``) and :func:`pal.labeling.rounds.next_batch`
@@ -58,16 +59,6 @@ class Trained:
     task_fit_attempts: int = 1
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
-
-
-@dataclasses.dataclass
-class Chosen:
-    """A query and what it took: the :class:`~pal.strategies.Query`, the candidates it scored
-    (``int64 [U]`` sorted dataset indices) and its seconds."""
-
-    query: Query
-    candidates: np.ndarray
-    seconds: float
 
 
 class Learner:
@@ -154,10 +145,6 @@ class Learner:
         fits += [(k, float(query_metrics.get(k, math.nan))) for k in fit_keys]
         return [k for k, v in fits if warn_underfit(k, v, self.task.fit_threshold, r)]
 
-    def candidates(self, unlabeled: np.ndarray, r: int) -> np.ndarray:
-        """The images query ``r`` scores: ``unlabeled``, or its seeded ``candidate_pool``."""
-        return draw_candidates(unlabeled, self.config.candidate_pool, self.config.seed, r)
-
     def context(
         self,
         pool: Pool,
@@ -166,15 +153,17 @@ class Learner:
         config: Config | None = None,
     ) -> QueryContext:
         """What a strategy sees when it chooses query ``r``: ``pool`` as it stands (its
-        candidates drawn for ``r``), the task network, the seed of ``(seed, "query", r)``."""
+        unlabeled images, or their seeded ``candidate_pool`` drawn for ``r``), the task network,
+        the seed of ``(seed, "query", r)``."""
         cfg = config or self.config
         device = self.device
+        candidates = draw_candidates(pool.unlabeled, cfg.candidate_pool, cfg.seed, r)
         return QueryContext(
             config=cfg,
             x=self.x,
             labels=self.task.labels,
             labeled=torch.as_tensor(pool.labeled, device=device),
-            unlabeled=torch.as_tensor(self.candidates(pool.unlabeled, r), device=device),
+            unlabeled=torch.as_tensor(candidates, device=device),
             val=torch.as_tensor(pool.val, device=device),
             num_classes=self.task.num_classes,
             task_model=model,
@@ -185,12 +174,16 @@ class Learner:
             progress=self.progress,
         )
 
-    def choose(self, strategy: Strategy, ctx: QueryContext, n: int) -> Chosen:
-        """``strategy``'s query of ``n`` images of ``ctx`` (under the runtime's autocast)."""
+    def choose(
+        self, strategy: Strategy, ctx: QueryContext, n: int, label_free: bool = False
+    ) -> tuple[Query, float]:
+        """``strategy``'s query of ``n`` images of ``ctx`` (with ``label_free``, chosen with no
+        label: :meth:`~pal.strategies.Strategy.query_label_free`) under the runtime's autocast,
+        and its seconds."""
         start = time.perf_counter()
         with self.runtime.autocast():
-            query = strategy.query(ctx, n)
-        return Chosen(query, ctx.unlabeled.cpu().numpy(), time.perf_counter() - start)
+            query = strategy.query_label_free(ctx, n) if label_free else strategy.query(ctx, n)
+        return query, time.perf_counter() - start
 
     def confidence(
         self, model: nn.Module | None, images: np.ndarray | torch.Tensor

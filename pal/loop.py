@@ -184,8 +184,8 @@ class Experiment:
         )
         history = [*self.val_history, trained.val_accuracy]
         finite = [v for v in history if not math.isnan(v)]
-        candidates = self.learner.candidates(self.pool.unlabeled, r + 1)
-        confidence, _ = self.learner.confidence(trained.model, candidates)
+        ctx = self.query_context(r + 1)  # what the next query scores, and the confidence is on
+        confidence, _ = self.learner.confidence(trained.model, ctx.unlabeled)
         signal = plateau(history)
 
         record = RoundRecord(
@@ -215,7 +215,7 @@ class Experiment:
             val_change=signal.change,
             val_plateau=signal.fired,
         )
-        next_pending = self._query(r + 1) if r < cfg.rounds else None
+        next_pending = self._query(ctx) if r < cfg.rounds else None
         record.seconds = pending.seconds + time.perf_counter() - start
         if next_pending is not None:
             record.seconds -= next_pending.seconds
@@ -238,14 +238,12 @@ class Experiment:
                 callback(record, self)
         return self.result(records)
 
-    def _query(self, next_round: int) -> PendingQuery:
-        ctx = self.query_context(next_round)
-        chosen = self.learner.choose(self.strategy, ctx, self.query_size)
-        query = chosen.query
+    def _query(self, ctx: QueryContext) -> PendingQuery:
+        query, seconds = self.learner.choose(self.strategy, ctx, self.query_size)
         return PendingQuery(
             tuple(query.indices.cpu().tolist()),
             {k: float(v) for k, v in query.metrics.items()},
-            chosen.seconds,
+            seconds,
             tuple(query.fit_keys),
         )
 

@@ -198,15 +198,7 @@ def next_batch(
         record.task_epochs = trained.task_epochs
         record.task_fit_attempts = trained.task_fit_attempts
     ctx = learner.context(pool, model, r)
-    chooser = build_strategy(cfg)
-    chosen = learner.choose(chooser, ctx, n) if model is not None else None
-    if chosen is None:
-        start = time.perf_counter()
-        with learner.runtime.autocast():
-            query = chooser.query_label_free(ctx, n)
-        timings["query"] = time.perf_counter() - start
-    else:
-        query, timings["query"] = chosen.query, chosen.seconds
+    query, timings["query"] = learner.choose(build_strategy(cfg), ctx, n, label_free)
     predicted = probability = None
     if model is not None:
         t = time.perf_counter()
