@@ -7,43 +7,66 @@
 The extension seams are here: a query strategy (:class:`Strategy`, :func:`register_strategy`),
 a pretext task (:class:`Pretext`, :func:`register_pretext`) and a dataset path form
 (:func:`register_prefix`); so are the warnings and errors a caller catches. Importing ``pal``
-imports neither MLflow (:mod:`pal.tracking`) nor Ray (:mod:`pal.sweeps`, :mod:`pal.distributed`):
-:func:`run_experiment`, :func:`sweep` and :func:`report` import them when they are called.
+imports neither torch (those names load on first use), MLflow (:mod:`pal.tracking`) nor Ray
+(:mod:`pal.sweeps`, :mod:`pal.distributed`): :func:`run_experiment`, :func:`sweep` and
+:func:`report` import them when they are called.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pal.config import Config, ConfigError, make_config
-from pal.data import (
-    DATASETS,
-    DataError,
-    ImageData,
-    UnknownDatasetError,
-    list_datasets,
-    load_dataset,
-    register_prefix,
-)
-from pal.labeling.imports import AnnotationFileError
-from pal.labeling.project import ProjectBusyError, ProjectError
-from pal.loop import Experiment, RoundCallback
-from pal.models import BACKBONES, list_backbones
-from pal.pretext import Pretext, register_pretext
 from pal.provenance import PACKAGE_VERSION as __version__
-from pal.registry import UnknownNameError
-from pal.results import ExperimentResult, RoundRecord
-from pal.strategies import (
-    STRATEGIES,
-    PoolExhaustedError,
-    Strategy,
-    list_strategies,
-    register_strategy,
-)
-from pal.strategies.pal import DominanceWarning
-from pal.training import ProgressFn, TrainingDivergedError, UnderfitWarning
-from pal.vocabulary import PLACEMENT_TAG
+
+if TYPE_CHECKING:  # the names below are imported on first use (see _LAZY)
+    from pal.data import ImageData
+    from pal.loop import Experiment, RoundCallback
+    from pal.results import ExperimentResult
+    from pal.training import ProgressFn
+
+_LAZY = {
+    "pal.data": (
+        "DATASETS",
+        "DataError",
+        "ImageData",
+        "UnknownDatasetError",
+        "list_datasets",
+        "load_dataset",
+        "register_prefix",
+    ),
+    "pal.labeling.imports": ("AnnotationFileError",),
+    "pal.labeling.project": ("ProjectBusyError", "ProjectError"),
+    "pal.loop": ("Experiment", "RoundCallback"),
+    "pal.models": ("BACKBONES", "list_backbones"),
+    "pal.pretext": ("Pretext", "register_pretext"),
+    "pal.registry": ("UnknownNameError",),
+    "pal.results": ("ExperimentResult", "RoundRecord"),
+    "pal.strategies": (
+        "STRATEGIES",
+        "PoolExhaustedError",
+        "Strategy",
+        "list_strategies",
+        "register_strategy",
+    ),
+    "pal.strategies.pal": ("DominanceWarning",),
+    "pal.training": ("ProgressFn", "TrainingDivergedError", "UnderfitWarning"),
+}
+"""Module -> the names ``pal`` exports from it, imported when first asked for: ``import pal``
+(and ``pal --help``) loads no torch."""
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def run_experiment(
@@ -78,6 +101,8 @@ def run_experiment(
         ConfigError: for bad input, naming the field and what is allowed, before any training
             (an unusable ``tracking_uri`` included).
     """
+    from pal.loop import Experiment
+
     experiment = Experiment(make_config(config, **overrides), data, progress)
     if not tracking:
         return experiment.run(callbacks)
@@ -97,6 +122,7 @@ def run_tracked(
     """
     from pal.tracking.runs import MLflowTracker
     from pal.tracking.store import check_tracking_store, resolve_tracking_uri
+    from pal.vocabulary import PLACEMENT_TAG
 
     uri = resolve_tracking_uri(tracking_uri)
     check_tracking_store(uri)

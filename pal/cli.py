@@ -275,8 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pal.training import console_warnings  # after parsing: --help loads no torch
+
     try:
-        return args.func(args)
+        with console_warnings():  # pal's warnings as one line each, no source line
+            return args.func(args)
     except ConfigError as err:
         print(f"pal: error: {err}", file=sys.stderr)
         return 2

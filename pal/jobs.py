@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 from pal.config import ConfigError, group_of, make_config
-from pal.data import absolute_dataset
 from pal.stats import CORRECTIONS
 from pal.vocabulary import VAL_AUC
 
@@ -197,5 +196,7 @@ def absolute_paths(base: dict[str, Any]) -> dict[str, Any]:
     else:
         out["data_dir"] = str(Path("data").resolve())
     if isinstance(out.get("dataset"), str):
+        from pal.data import absolute_dataset  # torch: not on the command line's start
+
         out["dataset"] = absolute_dataset(out["dataset"])
     return out

@@ -139,11 +139,21 @@ class Learner:
         fit_keys: Iterable[str],
     ) -> list[str]:
         """The training-set metrics of round ``r`` below ``fit_threshold`` (each warns an
-        :class:`~pal.training.UnderfitWarning`): the task network's ``train_accuracy`` and the
-        query's ``fit_keys`` among its ``query_metrics`` (the networks the strategy trained)."""
+        :class:`~pal.training.UnderfitWarning` naming the ``--set`` keys that would help, and,
+        on a manifest's pool, the labeling preset for its images when the config lacks its
+        keys): the task network's ``train_accuracy`` and the query's ``fit_keys`` among its
+        ``query_metrics`` (the networks the strategy trained)."""
+        from pal.labeling.presets import PRESETS, preset_name_for
+
+        cfg, preset = self.config, None
+        if cfg.dataset.startswith("manifest:"):
+            name = preset_name_for(*self.data.x_train.shape[1:])
+            keys = PRESETS[name].keys
+            preset = name if any(getattr(cfg, k) != v for k, v in keys.items()) else None
         fits = [("train_accuracy", train_accuracy)]
         fits += [(k, float(query_metrics.get(k, math.nan))) for k in fit_keys]
-        return [k for k, v in fits if warn_underfit(k, v, self.task.fit_threshold, r)]
+        threshold = self.task.fit_threshold
+        return [k for k, v in fits if warn_underfit(k, v, threshold, r, cfg, preset)]
 
     def context(
         self,

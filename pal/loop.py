@@ -28,7 +28,7 @@ from pal.data import DataError, ImageData, load_dataset
 from pal.learner import Learner
 from pal.pool import PendingQuery, Pool, PoolPlan, draw_pool
 from pal.results import ExperimentResult, RoundRecord
-from pal.stopping import plateau
+from pal.stopping import cohen_kappa, plateau, stop_set
 from pal.strategies import STRATEGIES, QueryContext, build_strategy, list_strategies
 from pal.tasks import Task, build_task
 from pal.training import ProgressFn
@@ -127,6 +127,8 @@ class Experiment:
         self.normalize, self.augment_mode = self.learner.normalize, self.learner.augment_mode
         self.round = -1  # the last finished round
         self.val_history: list[float] = []  # the validation metric of every finished round
+        # the last task network's classes on the stop set (pal.stopping: the kappa's other side)
+        self.stop_predictions: list[int] | None = None
         self.task_model: nn.Module | None = None
 
     # ------------------------------------------------------------------ state
@@ -148,7 +150,11 @@ class Experiment:
     def state_dict(self) -> dict[str, Any]:
         """Plain lists and numbers: what a checkpoint needs to resume after the last round
         (the round, the validation history and the :class:`~pal.pool.Pool`'s state)."""
-        state = {"round": self.round, "val_history": list(self.val_history)}
+        state = {
+            "round": self.round,
+            "val_history": list(self.val_history),
+            "stop_predictions": self.stop_predictions,
+        }
         return {**state, **self.pool.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -160,6 +166,7 @@ class Experiment:
         self.pool.load_state_dict(state)
         self.round = int(state["round"])
         self.val_history = [float(v) for v in state.get("val_history", [])]
+        self.stop_predictions = state.get("stop_predictions")
 
     # ------------------------------------------------------------------ rounds
     def run_round(self) -> RoundRecord:
@@ -186,7 +193,8 @@ class Experiment:
         finite = [v for v in history if not math.isnan(v)]
         ctx = self.query_context(r + 1)  # what the next query scores, and the confidence is on
         confidence, _ = self.learner.confidence(trained.model, ctx.unlabeled)
-        signal = plateau(history)
+        signal = plateau(history, len(self.pool.val))
+        kappa, self.stop_predictions = self._kappa(trained.model)
 
         record = RoundRecord(
             round=r,
@@ -214,6 +222,7 @@ class Experiment:
             mean_confidence=float(confidence.mean()) if len(confidence) else math.nan,
             val_change=signal.change,
             val_plateau=signal.fired,
+            kappa=kappa,
         )
         next_pending = self._query(ctx) if r < cfg.rounds else None
         record.seconds = pending.seconds + time.perf_counter() - start
@@ -223,6 +232,19 @@ class Experiment:
         self.val_history.append(trained.val_accuracy)
         self.pool.pending = next_pending
         return record
+
+    def _kappa(self, model) -> tuple[float, list[int] | None]:
+        """Cohen's kappa of ``model``'s classes on the stop set against the last round's
+        (:mod:`pal.stopping`; NaN in the first round and for segmentation), and its classes."""
+        stop = stop_set(self.pool.indices, self.config.seed)
+        _, predicted = self.learner.confidence(model, stop)
+        if predicted is None:
+            return math.nan, None
+        now = predicted.cpu().numpy()
+        before = self.stop_predictions
+        if before is None or len(before) != len(now):
+            return math.nan, now.tolist()
+        return cohen_kappa(np.asarray(before), now, self.task.num_classes), now.tolist()
 
     def rounds(self) -> Iterator[RoundRecord]:
         """Run the remaining rounds, yielding each record as it finishes."""

@@ -74,6 +74,8 @@ class RoundRecord:
             pixels) on the images the next query scores (:mod:`pal.stopping`).
         val_change / val_plateau: the validation plateau signal after this round
             (:func:`pal.stopping.plateau`: 1 fired, 0 not, NaN too few rounds yet).
+        kappa: Cohen's kappa between this round's task network's classes on the stop set and
+            the last round's (:func:`pal.stopping.cohen_kappa`; NaN in the first round).
     """
 
     round: int
@@ -101,6 +103,7 @@ class RoundRecord:
     mean_confidence: float = math.nan
     val_change: float = math.nan
     val_plateau: float = math.nan
+    kappa: float = math.nan
 
     @property
     def percent_labeled(self) -> float:
@@ -132,6 +135,7 @@ class RoundRecord:
             "mean_confidence": self.mean_confidence,
             "val_change": self.val_change,
             "val_plateau": self.val_plateau,
+            "kappa": self.kappa,
         }
         if self.round >= 1:
             for name, rate in self.query_class_rates.items():
@@ -161,8 +165,9 @@ class LabelRound:
         train_accuracy / val_accuracy / test_accuracy, task_epoch / task_epochs /
             task_fit_attempts, underfit, query_metrics: as in :class:`RoundRecord` (NaN and
             ``None`` in a label-free round, which trains no task network).
-        mean_confidence, val_change, val_plateau: the stopping signals (:mod:`pal.stopping`)
-            after this round's training.
+        mean_confidence, val_change, val_plateau, kappa: the stopping signals
+            (:mod:`pal.stopping`) after this round's training (``kappa`` against the model the
+            last round saved).
         predicted_class_shares: class -> share of the batch the task network predicts in it.
         seconds: phase -> seconds (``load``, ``train``, ``evaluate``, ``query``, ``predict``,
             ``total``).
@@ -188,6 +193,7 @@ class LabelRound:
     mean_confidence: float = math.nan
     val_change: float = math.nan
     val_plateau: float = math.nan
+    kappa: float = math.nan
     query_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     underfit: list[str] = dataclasses.field(default_factory=list)
     predicted_class_shares: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -215,6 +221,7 @@ class LabelRound:
             "mean_confidence": self.mean_confidence,
             "val_change": self.val_change,
             "val_plateau": self.val_plateau,
+            "kappa": self.kappa,
         }
         out.update(_labeled_fractions(self.labeled_class_counts, self.n_labeled))
         for name, share in self.predicted_class_shares.items():

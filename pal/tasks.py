@@ -275,6 +275,15 @@ class Task(abc.ABC):
 TASKS: Registry[type[Task]] = Registry("task", "dataset")
 
 
+def classification_network(
+    config: Config, num_classes: int, channels: int, hw: tuple[int, int]
+) -> TaskNet:
+    """The task network of ``config`` for ``num_classes`` classes of ``channels x hw`` images
+    (``config.task_backbone``, ``config.dropout``), freshly initialised."""
+    backbone = build_backbone(config.task_backbone, channels, hw)
+    return TaskNet(backbone, num_classes, dropout=config.dropout)
+
+
 @TASKS.register("classification")
 class ClassificationTask(Task):
     """One class per image; the metric is accuracy; ``label_noise`` flips labels (the oracle)."""
@@ -298,9 +307,7 @@ class ClassificationTask(Task):
         self.y_test = self.data.y_test.to(device)
 
     def build_model(self, channels: int, hw: tuple[int, int]) -> nn.Module:
-        cfg = self.config
-        backbone = build_backbone(cfg.task_backbone, channels, hw)
-        return TaskNet(backbone, self.num_classes, dropout=cfg.dropout)
+        return classification_network(self.config, self.num_classes, channels, hw)
 
     def fit(self, model, x, idx, normalize, augment_mode, r, progress, select, epochs) -> FitReport:
         cfg = self.config

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -94,3 +96,33 @@ def child_runs(uri: str, parent_run_id: str):
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'"
     )
     return client, parent, runs
+
+
+class LabelStudioServer(NamedTuple):
+    url: str
+    token: str  # the admin's API token
+    document_root: Path  # Label Studio serves local files below it
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory) -> LabelStudioServer:
+    """A Label Studio server for the session, that may call ML backends and webhooks on
+    127.0.0.1 (:data:`tests.servers.LOCAL_ML_ENV`): ``push``/``pull`` and ``serve`` share it."""
+    pytest.importorskip("label_studio_sdk", reason="label-studio-sdk (pal[studio]) is missing")
+    from tests.servers import (
+        LOCAL_ML_ENV,
+        LabelStudioUnavailable,
+        label_studio_command,
+        start_label_studio,
+    )
+
+    try:
+        command = label_studio_command()
+    except LabelStudioUnavailable as err:
+        pytest.skip(str(err))
+    token = secrets.token_hex(20)
+    folder = tmp_path_factory.mktemp("label-studio")
+    # every test's images lie below the session's base folder: Label Studio may serve them
+    root = tmp_path_factory.getbasetemp()
+    with start_label_studio(command, folder, token, root, extra_env=LOCAL_ML_ENV) as url:
+        yield LabelStudioServer(url, token, root)

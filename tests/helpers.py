@@ -137,3 +137,19 @@ def studio_export(project: Path, answers: Path, r: int, skip: set[str] = frozens
             }
         )
     return out
+
+
+def fail_writes_of(monkeypatch, name: str):
+    """Make every write of a project file named ``name`` (``pal.labeling.project.write_atomic``)
+    fail as a full disk does; returns the real ``write_atomic``."""
+    import pal.labeling.project as project_module
+
+    real = project_module.write_atomic
+
+    def failing(path, data):
+        if path.name == name:
+            raise OSError("disk full")
+        return real(path, data)
+
+    monkeypatch.setattr(project_module, "write_atomic", failing)
+    return real

@@ -113,6 +113,12 @@ def _tail(path: Path, chars: int = 3000) -> str:
 LABEL_STUDIO_VERSION = "1.23.2"
 
 
+# Label Studio refuses ML backends and webhooks on loopback and private addresses unless told
+# otherwise (ml/serializers.py and ml/api_connector.py check ML_BLOCK_LOCAL_IP, webhooks'
+# ssrf_safe_post SSRF_PROTECTION_ENABLED): the tests' pal label serve listens on 127.0.0.1.
+LOCAL_ML_ENV = {"ML_BLOCK_LOCAL_IP": "false", "SSRF_PROTECTION_ENABLED": "false"}
+
+
 class LabelStudioUnavailable(RuntimeError):
     """The Label Studio server's virtual environment cannot be built (e.g. no network)."""
 
@@ -175,6 +181,7 @@ def start_label_studio(
     username: str = "pal@localhost",
     password: str = "pal-test-password",
     timeout: float = 300.0,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Run ``label-studio start`` on 127.0.0.1 with its data (SQLite database, media, exports)
     in ``folder``; yields its URL once ``/health`` answers.
@@ -183,8 +190,8 @@ def start_label_studio(
     (legacy tokens enabled for the organization, so it works as is, without a JWT refresh).
     Local files below ``document_root`` are served at ``/data/local-files/?d=...``. The server
     gets a clean environment of its own: Label Studio reads ``HOST``, ``PORT``, ``USERNAME`` and
-    ``LABEL_STUDIO_*`` variables from it. Its log is ``folder/server.log``; the process group is
-    stopped on exit.
+    ``LABEL_STUDIO_*`` variables from it, and ``extra_env`` on top (e.g. :data:`LOCAL_ML_ENV`).
+    Its log is ``folder/server.log``; the process group is stopped on exit.
     """
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -210,6 +217,7 @@ def start_label_studio(
         LABEL_STUDIO_SENTRY_DSN="",
         LABEL_STUDIO_FRONTEND_SENTRY_DSN="",
     )
+    env.update(extra_env or {})
     log_path = folder / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

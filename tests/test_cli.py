@@ -237,3 +237,19 @@ def test_run_with_an_unusable_store_exits_2_before_training(capsys, no_training)
     argv = ["run", "--config", DIGITS_YAML, "--tracking-uri", "ftp://example.invalid/db"]
     assert main(argv) == 2
     assert "tracking_uri: unknown scheme 'ftp'" in capsys.readouterr().err
+
+
+def test_the_command_line_starts_without_torch():
+    """``pal --help`` answers before the deep-learning stack loads (benchmarks/startup.py times
+    it); the names ``pal`` exports still load on first use."""
+    code = (
+        "import sys, pal.cli, pal, pal.labeling.cli;"
+        "assert 'torch' not in sys.modules, 'torch';"
+        "pal.Strategy, pal.UnderfitWarning;"
+        "assert 'torch' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        pal.nothing  # noqa: B018
+    assert sorted(pal.__all__) == sorted(set(pal.__all__))
+    assert all(getattr(pal, name) is not None for name in pal.__all__)

@@ -564,6 +564,34 @@ def test_csv_header_errors(tmp_path, text, expected):
         read_annotations(write_text(tmp_path, text))
 
 
+@pytest.mark.parametrize(
+    ("text", "row", "line"),
+    [
+        ('path,label\na.png,cat\n"b.png,dog\nc.png,cat\n', 3, None),  # an unlabeled path before
+        ('path,label\na.png,cat\nb.png,"dog\nc.png,cat\n', 3, None),  # a long label before
+        ('path,label\n"a\nb.png",cat\nc.png,"dog\nd.png,cat\n', 3, 4),  # after a two-line field
+        ('"path,label\na.png,cat\n', 1, None),  # in the header
+    ],
+)
+def test_csv_with_an_unclosed_quote_is_malformed_at_the_row_it_opens(tmp_path, text, row, line):
+    with pytest.raises(AnnotationFileError) as exc:
+        read_annotations(write_text(tmp_path, text))
+    assert error_rows(exc) == [row]
+    message = str(exc.value)
+    assert f"row {row}: malformed CSV: a quote opens in this row" in message
+    assert "never closed" in message and "empty label" not in message
+    assert (f"(line {line})" in message) if line else "(line" not in message
+
+
+def test_csv_quotes_that_close_are_not_malformed(tmp_path):
+    text = 'path,label\n"a,1.png",cat\n"b\nc.png",""\nd.png,ca"t\n'
+    with pytest.raises(AnnotationFileError) as exc:  # the one problem: an empty label, row 3
+        read_annotations(write_text(tmp_path, text))
+    assert error_rows(exc) == [3] and "empty label" in str(exc.value)
+    answers = read_annotations(write_text(tmp_path, 'path,label\n"a,1.png",cat\nd.png,ca"t\n'))
+    assert [(a.path, a.label) for a in answers] == [("a,1.png", "cat"), ("d.png", 'ca"t')]
+
+
 # Files that are not an export
 
 

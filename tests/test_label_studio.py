@@ -9,10 +9,8 @@ Label Studio's API, as its labeling page does when an annotator submits or skips
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 
@@ -22,30 +20,6 @@ from pal.labeling.project import Project, ProjectError
 from pal.labeling.studio import FROM_NAME, PATH_KEY, TO_NAME
 from tests.fast import FAST_LABEL
 from tests.helpers import read_csv
-
-
-class Server(NamedTuple):
-    url: str
-    token: str  # the admin's API token
-    document_root: Path  # Label Studio serves local files below it
-
-
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory) -> Server:
-    """A Label Studio server for the session."""
-    pytest.importorskip("label_studio_sdk", reason="label-studio-sdk (pal[studio]) is missing")
-    from tests.servers import LabelStudioUnavailable, label_studio_command, start_label_studio
-
-    try:
-        command = label_studio_command()
-    except LabelStudioUnavailable as err:
-        pytest.skip(str(err))
-    token = secrets.token_hex(20)
-    folder = tmp_path_factory.mktemp("label-studio")
-    # every test's images lie below the session's base folder: Label Studio may serve them
-    root = tmp_path_factory.getbasetemp()
-    with start_label_studio(command, folder, token, document_root=root) as url:
-        yield Server(url, token, root)
 
 
 def studio_tasks(client, project_id: int) -> list:
@@ -162,8 +136,9 @@ def test_without_the_sdk_the_error_names_the_extra(monkeypatch):
     from pal.labeling import live
 
     monkeypatch.setitem(sys.modules, "label_studio_sdk", None)  # import fails
-    with pytest.raises(ProjectError, match=r"pip install 'pal\[studio\]'"):
+    with pytest.raises(ProjectError, match=r"pip install -e '\.\[studio\]' in a clone") as err:
         live.connect("http://127.0.0.1:9", "token")
+    assert "pip install 'label-studio-sdk>=2.0,<2.1'" in str(err.value)  # from a package
 
 
 def test_url_and_token_come_from_flags_environment_or_last_push(monkeypatch):

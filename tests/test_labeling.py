@@ -23,7 +23,7 @@ from pal.cli import main
 from pal.labeling.demo import write_demo
 from pal.labeling.project import Project, ProjectBusyError
 from tests.fast import FAST_LABEL
-from tests.helpers import read_csv, studio_export
+from tests.helpers import fail_writes_of, read_csv, studio_export
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -205,15 +205,22 @@ def test_a_round_trains_its_task_network_until_it_fits_or_the_cap(tmp_path, demo
     assert info["train_accuracy"] < 1.0 and "train_accuracy" in info["underfit"]
 
 
-def test_a_second_command_is_refused_while_one_holds_the_lock(tmp_path, demo):
+def test_a_second_command_is_refused_while_one_holds_the_lock(tmp_path, demo, capsys):
     project = make_project(tmp_path, demo)
+    assert not Project.open(project).busy()
     with Project.open(project).lock():
         with (
             pytest.raises(ProjectBusyError, match="another pal label command"),
             Project.open(project).lock(),
         ):
             pass
-        assert main(["label", "status", str(project)]) == 2
+        assert main(["label", "next", str(project), "--n", "5", "--no-tracking"]) == 2
+        assert Project.open(project).busy()
+        # status only reads files that are replaced whole: it answers, and says what runs
+        capsys.readouterr()
+        assert main(["label", "status", str(project)]) == 0
+        assert "a pal label command is running on this project" in capsys.readouterr().out
+    assert not Project.open(project).busy()
 
 
 def test_a_write_failing_midway_leaves_no_round(tmp_path, demo, monkeypatch):
@@ -221,14 +228,7 @@ def test_a_write_failing_midway_leaves_no_round(tmp_path, demo, monkeypatch):
 
     project = make_project(tmp_path, demo)
     before = tree_digest(project)
-    real = project_module.write_atomic
-
-    def failing(path, data):
-        if path.name == "round.json":
-            raise OSError("disk full")
-        return real(path, data)
-
-    monkeypatch.setattr(project_module, "write_atomic", failing)
+    real = fail_writes_of(monkeypatch, "round.json")
     with pytest.raises(OSError, match="disk full"):
         main(["label", "next", str(project), "--n", "10", "--quiet", "--no-tracking"])
     assert tree_digest(project) == before
@@ -294,12 +294,10 @@ def test_init_from_sweep_takes_the_method_and_leaves_the_data_and_budget(tmp_pat
     default = pal.Config()
     machine = ("device_budget_gb", "distributed_min_pool", "distributed_workers", "candidate_pool")
     assert all(getattr(cfg, k) == getattr(default, k) for k in (*machine, "precision"))
-    assert opened.meta["source"] == {
-        "kind": "sweep",
-        "name": "shoes_hpo",
-        "run_id": run_id,
-        "tracking_uri": uri,
-    }
+    source = dict(opened.meta["source"])
+    preset = source.pop("preset")
+    assert source == {"kind": "sweep", "name": "shoes_hpo", "run_id": run_id, "tracking_uri": uri}
+    assert preset["name"] == "grey-tiny" and preset["keys"] == {}  # the sweep's keys rule
     assert main(["label", "init", str(tmp_path / "p2"), "--pool", str(demo / "manifest.csv"),
                  "--from-sweep", "no_such_sweep", "--tracking-uri", uri]) == 2  # fmt: skip
     assert not (tmp_path / "p2").exists()

@@ -14,7 +14,18 @@ import torch
 import pal
 from pal.loop import run
 from pal.results import LabelRound, RoundRecord
-from pal.stopping import EPSILON, PATIENCE, first_plateau, plateau, stop_cost
+from pal.stopping import (
+    EPSILON,
+    KAPPA_WINDOW,
+    PATIENCE,
+    cohen_kappa,
+    first_plateau,
+    kappa_average,
+    plateau,
+    plateau_threshold,
+    stop_cost,
+    stop_set,
+)
 from pal.strategies import (
     STRATEGIES,
     QueryContext,
@@ -35,6 +46,41 @@ def test_plateau_needs_patience_plus_one_measured_rounds():
     assert rising.fired == 0.0 and rising.change == pytest.approx(0.10)
     # the span of the last three, not the end-to-end change: up and back down is no plateau
     assert plateau([0.80, 0.80 + 2 * EPSILON, 0.80]).fired == 0.0
+
+
+def test_the_plateau_threshold_is_the_noise_of_the_validation_set():
+    # 100 images at 0.9: a standard error of 0.03, three images; 5,000 images: 0.0042 -> EPSILON
+    assert plateau_threshold(0.9, 100) == pytest.approx(0.03)
+    assert plateau_threshold(0.9, 5000) == EPSILON
+    assert plateau_threshold(0.9, None) == EPSILON
+    curve = [0.5, 0.88, 0.90, 0.89]  # moves of one or two images of 100: noise, a plateau
+    assert plateau(curve, 100).fired == 1.0 and plateau(curve).fired == 0.0
+    assert plateau(curve, 100).threshold == pytest.approx(plateau_threshold(0.89, 100))
+    # shown from the second measured round: the change so far, no verdict yet
+    early = plateau([math.nan, 0.6, 0.7], 100)
+    assert math.isnan(early.fired) and early.change == pytest.approx(0.1) and early.measured == 2
+
+
+def test_kappa_and_its_average_over_rounds():
+    a = np.asarray([0, 0, 1, 1, 2, 2, 2, 2])
+    assert cohen_kappa(a, a, 3) == 1.0
+    assert cohen_kappa(a, (a + 1) % 3, 3) < 0  # every image changed class
+    b = a.copy()
+    b[0] = 1  # one of eight changed
+    k = cohen_kappa(a, b, 3)
+    observed, expected = 7 / 8, (2 / 8) * (1 / 8) + (2 / 8) * (3 / 8) + (4 / 8) * (4 / 8)
+    assert k == pytest.approx((observed - expected) / (1 - expected))
+    assert math.isnan(kappa_average([]).mean)
+    few = kappa_average([math.nan, 0.995])
+    assert math.isnan(few.fired) and few.mean == 0.995  # shown, no verdict yet
+    assert kappa_average([0.5] + [0.995] * KAPPA_WINDOW).fired == 1.0
+    assert kappa_average([0.995, 0.995, 0.9]).fired == 0.0
+    pool = np.arange(10_000)
+    assert (
+        np.array_equal(stop_set(pool, 3), stop_set(pool[::-1], 3))
+        and len(stop_set(pool, 3)) == 2000
+    )
+    assert not np.array_equal(stop_set(pool, 3), stop_set(pool, 4))
 
 
 def test_first_plateau_and_what_stopping_there_costs():
@@ -89,7 +135,7 @@ def test_a_labeling_round_reads_back_what_it_wrote():
 
 
 def test_strategies_say_whether_they_choose_without_labels():
-    assert label_free_strategies() == ["coreset", "pal", "random"]
+    assert label_free_strategies() == ["coreset", "pal", "random", "typiclust"]
     config = pal.make_config(FAST, strategy="entropy")
     x = torch.randint(0, 255, (40, 1, 8, 8), dtype=torch.uint8)
     ctx = QueryContext(
@@ -116,6 +162,8 @@ def test_an_experiment_logs_the_stopping_signals_every_round():
     assert all(math.isnan(p) for p in plateaus[:PATIENCE]) and plateaus[PATIENCE] in (0.0, 1.0)
     vals = [r.val_accuracy for r in records]
     assert records[-1].val_change == pytest.approx(vals[-1] - vals[-1 - PATIENCE])
+    kappas = [r.metrics().get("kappa", math.nan) for r in records]
+    assert math.isnan(kappas[0]) and all(-1.0 <= k <= 1.0 for k in kappas[1:])
 
 
 def test_a_study_report_says_what_stopping_at_the_plateau_would_have_cost(tmp_path):

@@ -16,7 +16,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from pal.labeling.imports import AnnotationFileError, read_annotations
+from pal.labeling.imports import Annotation, AnnotationFileError, read_annotations
 from pal.labeling.project import LedgerRow, Project, ProjectError
 
 MAX_LISTED = 20  # offending rows named in full in an error message
@@ -40,7 +40,6 @@ def import_annotations(project: Project, file: str | os.PathLike) -> ImportSumma
         ProjectError: a changed manifest, a file that cannot be read, or rows that do not fit the
             project; the ledger is unchanged.
     """
-    pool_paths, held_out = project.manifest_paths()
     file = Path(file)
     try:
         annotations = read_annotations(file)
@@ -48,8 +47,23 @@ def import_annotations(project: Project, file: str | os.PathLike) -> ImportSumma
         raise ProjectError(f"import: {err}") from None
     except OSError as err:
         raise ProjectError(f"import: cannot read {str(file)!r} ({err})") from None
+    return record_annotations(project, annotations, file.name)
+
+
+def record_annotations(
+    project: Project, annotations: list[Annotation], source: str
+) -> ImportSummary:
+    """Add ``annotations`` to the ledger of ``project`` under the rules of the module docstring
+    (all or nothing, idempotent), recording ``source`` (a file name, ``label-studio``) as where
+    they came from. The caller holds the project's lock.
+
+    Raises:
+        ProjectError: a changed manifest, or annotations that do not fit the project (every
+            offending one named); the ledger is unchanged.
+    """
+    pool_paths, held_out = project.manifest_paths()
     classes = set(project.classes)
-    problems = []
+    problems, unknown = [], set()
     for a in annotations:
         if a.path in held_out:
             problems.append(
@@ -58,15 +72,15 @@ def import_annotations(project: Project, file: str | os.PathLike) -> ImportSumma
         elif a.path not in pool_paths:
             problems.append(f"row {a.row}: {a.path!r} is not an image of the manifest's pool")
         elif a.status == "labeled" and a.label not in classes:
-            problems.append(
-                f"row {a.row}: unknown class {a.label!r} (the classes: {sorted(classes)})"
-            )
+            problems.append(f"row {a.row}: unknown class {a.label!r}")
+            unknown.add(a.label)
     if problems:
         shown = "; ".join(problems[:MAX_LISTED])
         more = f"; and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        known = f" (the project's classes: {project.classes})" if unknown else ""
         raise ProjectError(
-            f"import: {file.name}: {len(problems)} rows do not fit the project, nothing was "
-            f"imported: {shown}{more}"
+            f"import: {source}: {len(problems)} rows do not fit the project, nothing was "
+            f"imported: {shown}{more}{known}"
         )
     latest = {row.path: row for row in project.ledger()}
     offered_in = {}
@@ -80,7 +94,7 @@ def import_annotations(project: Project, file: str | os.PathLike) -> ImportSumma
         if before is not None and (before.status, before.label) == (a.status, label):
             unchanged += 1
             continue
-        row = LedgerRow(a.path, label, offered_in.get(a.path, 0), file.name, a.status)
+        row = LedgerRow(a.path, label, offered_in.get(a.path, 0), source, a.status)
         new.append(row)
         latest[a.path] = row
     project.append(new)

@@ -105,7 +105,7 @@ class AnnotationFileError(ValueError):
         super().__init__(f"{self.path}: " + "; ".join(parts))
 
 
-class _RowProblem(Exception):
+class RowProblem(Exception):
     """What is wrong with one row; ``row`` overrides the row being read when given."""
 
     def __init__(self, text: str, row: int | None = None):
@@ -200,7 +200,7 @@ def _read_full(tasks: list[Any]) -> tuple[list[Annotation], list[tuple[int | Non
     for row, task in enumerate(tasks, start=1):
         try:
             answer = _full_task(task, row)
-        except _RowProblem as problem:
+        except RowProblem as problem:
             problems.append((problem.row or row, problem.text))
             continue
         if answer is not None:
@@ -210,14 +210,14 @@ def _read_full(tasks: list[Any]) -> tuple[list[Annotation], list[tuple[int | Non
 
 def _full_task(task: Any, row: int) -> Annotation | None:
     if not isinstance(task, dict):
-        raise _RowProblem(f"a {type(task).__name__}, not a task object")
+        raise RowProblem(f"a {type(task).__name__}, not a task object")
     data = task.get("data")
     if not isinstance(data, dict):
-        raise _RowProblem("no data object in the task")
+        raise RowProblem("no data object in the task")
     path = _path_of(data, "the task's data")
     annotations = task.get("annotations", task.get("completions")) or []
     if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
-        raise _RowProblem("annotations is not a list of annotation objects")
+        raise RowProblem("annotations is not a list of annotation objects")
     live = [a for a in annotations if not _cancelled(a)]
     if not live:
         if annotations or _count(task.get("cancelled_annotations")) > 0:
@@ -227,9 +227,21 @@ def _full_task(task: Any, row: int) -> Annotation | None:
     where = f"annotation {annotation['id']}: " if annotation.get("id") is not None else ""
     try:
         label = _label_from_result(annotation.get("result"))
-    except _RowProblem as problem:
-        raise _RowProblem(where + problem.text) from None
+    except RowProblem as problem:
+        raise RowProblem(where + problem.text) from None
     return Annotation(path, label, LABELED, row)
+
+
+def answer_of(annotation: Mapping[str, Any], path: str, row: int) -> Annotation:
+    """The answer one Label Studio annotation object (``was_cancelled``, ``result``) gives for
+    the image at ``path``: skipped, or its one choice (a webhook's event, ``pal label serve``).
+
+    Raises:
+        RowProblem: no single choice in it.
+    """
+    if _cancelled(annotation):
+        return Annotation(path, None, SKIPPED, row)
+    return Annotation(path, _label_from_result(annotation.get("result")), LABELED, row)
 
 
 def _cancelled(annotation: Mapping[str, Any]) -> bool:
@@ -243,35 +255,35 @@ def _count(value: Any) -> int:
 def _label_from_result(result: Any) -> str:
     """The class of an annotation's ``result``: its one ``choices`` region's one choice."""
     if not isinstance(result, list):
-        raise _RowProblem("the annotation's result is not a list")
+        raise RowProblem("the annotation's result is not a list")
     regions = [r for r in result if isinstance(r, dict) and r.get("type") == "choices"]
     named = [r for r in regions if r.get("from_name") == FROM_NAME]
     if len(named) == 1 or (not named and len(regions) == 1):
         region = named[0] if named else regions[0]
     elif not regions:
-        raise _RowProblem("no choices result in the annotation (nothing was chosen)")
+        raise RowProblem("no choices result in the annotation (nothing was chosen)")
     else:
-        raise _RowProblem(f"{len(named) or len(regions)} choices results; expected one")
+        raise RowProblem(f"{len(named) or len(regions)} choices results; expected one")
     value = region.get("value")
     return _one_choice(value.get("choices") if isinstance(value, dict) else None)
 
 
 def _one_choice(choices: Any) -> str:
     if not isinstance(choices, list):
-        raise _RowProblem("the choices result has no list of choices")
+        raise RowProblem("the choices result has no list of choices")
     if len(choices) != 1:
         if not choices:
-            raise _RowProblem("no choice in the choices result")
+            raise RowProblem("no choice in the choices result")
         shown = ", ".join(str(c) for c in choices)
-        raise _RowProblem(f"more than one choice ({shown}); expected one class")
+        raise RowProblem(f"more than one choice ({shown}); expected one class")
     return _label_text(choices[0])
 
 
 def _label_text(value: Any) -> str:
     if not isinstance(value, str):
-        raise _RowProblem(f"the choice {value!r} is not a string")
+        raise RowProblem(f"the choice {value!r} is not a string")
     if not value.strip():
-        raise _RowProblem("empty choice")
+        raise RowProblem("empty choice")
     return value.strip()
 
 
@@ -303,7 +315,7 @@ def _read_min(records: list[Any]) -> tuple[list[Annotation], list[tuple[int | No
             row, record = _latest(annotated)
             path = _path_of(record, "the record")
             answers.append(Annotation(path, _min_label(record), LABELED, row))
-        except _RowProblem as problem:
+        except RowProblem as problem:
             problems.append((problem.row or row, problem.text))
     answers.sort(key=lambda answer: answer.row)
     return answers, problems
@@ -316,7 +328,7 @@ def _is_annotation(record: Mapping[str, Any]) -> bool:
 
 def _min_label(record: Mapping[str, Any]) -> str:
     if FROM_NAME not in record:
-        raise _RowProblem(
+        raise RowProblem(
             f"no {FROM_NAME!r} key: an annotation without a choice, or a Choices tag not named "
             f"{FROM_NAME!r}"
         )
@@ -324,7 +336,7 @@ def _min_label(record: Mapping[str, Any]) -> str:
     if isinstance(value, dict):
         return _one_choice(value.get("choices"))
     if isinstance(value, list):
-        raise _RowProblem(f"{len(value)} choices results under {FROM_NAME!r}; expected one")
+        raise RowProblem(f"{len(value)} choices results under {FROM_NAME!r}; expected one")
     return _label_text(value)
 
 
@@ -336,7 +348,7 @@ def _path_of(record: Mapping[str, Any], where: str) -> str:
         value = record.get(key)
         if isinstance(value, str) and value.strip():
             return value.strip()
-    raise _RowProblem(f"no {PATH_KEY} or {IMAGE_KEY} in {where}")
+    raise RowProblem(f"no {PATH_KEY} or {IMAGE_KEY} in {where}")
 
 
 def _latest(items: list[tuple[int, dict[str, Any]]]) -> tuple[int, dict[str, Any]]:
@@ -357,7 +369,7 @@ def _timestamp(item: Mapping[str, Any], row: int) -> datetime.datetime | None:
         try:
             stamp = datetime.datetime.fromisoformat(value)
         except (TypeError, ValueError):
-            raise _RowProblem(f"{key} {value!r} is not an ISO 8601 time", row) from None
+            raise RowProblem(f"{key} {value!r} is not an ISO 8601 time", row) from None
         return stamp if stamp.tzinfo else stamp.replace(tzinfo=datetime.UTC)
     return None
 
@@ -366,13 +378,35 @@ def _timestamp(item: Mapping[str, Any], row: int) -> datetime.datetime | None:
 
 
 def _read_csv(path: Path, text: str) -> tuple[list[Annotation], list[tuple[int | None, str]]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    lines = io.StringIO(text, newline="").readlines()
+    reader = csv.reader(lines)
+    rows: list[list[str]] = []
+    starts: list[int] = []  # the line (0-based) each record starts on
+    consumed = 0  # the lines read so far
     try:
-        rows = list(reader)
+        for fields in reader:
+            starts.append(consumed)
+            consumed = reader.line_num
+            rows.append(fields)
     except csv.Error as exc:
         raise AnnotationFileError(
             path, [(reader.line_num, f"not readable as CSV ({exc})")]
         ) from exc
+    if rows and _quote_left_open(lines[starts[-1] :]):
+        # a lenient reader reads a quoted field that never closes to the end of the file, so
+        # every row after it would vanish into one path or label with newlines in it
+        raise AnnotationFileError(
+            path,
+            [
+                (
+                    len(rows),
+                    "malformed CSV: a quote opens in this row"
+                    + (f" (line {starts[-1] + 1})" if starts[-1] + 1 != len(rows) else "")
+                    + " and is never closed, so the rest of the file reads as one field; close "
+                    "the quote or remove it",
+                )
+            ],
+        )
     header = [name.strip().lower() for name in rows[0]] if rows else []
     missing = [name for name in ("path", "label") if name not in header]
     twice = sorted({name for name in header if name and header.count(name) > 1})
@@ -400,22 +434,34 @@ def _read_csv(path: Path, text: str) -> tuple[list[Annotation], list[tuple[int |
 
         try:
             answers.append(_csv_answer(get("path"), get("label"), get("status").lower(), row))
-        except _RowProblem as problem:
+        except RowProblem as problem:
             problems.append((row, problem.text))
     return answers, problems
 
 
+def _quote_left_open(lines: list[str]) -> bool:
+    """Whether the record starting at ``lines[0]`` ends the file inside a quoted field (which
+    the lenient reader accepts, reading the field to the end of the file)."""
+    reader = csv.reader(lines, strict=True)
+    try:
+        for _ in reader:
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
 def _csv_answer(path: str, label: str, status: str, row: int) -> Annotation:
     if not path:
-        raise _RowProblem("empty path")
+        raise RowProblem("empty path")
     if status and status not in STATUSES:
-        raise _RowProblem(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        raise RowProblem(f"status {status!r} is not one of {', '.join(STATUSES)}")
     if status == SKIPPED:
         if label:
-            raise _RowProblem(f"status skipped with a label ({label!r})")
+            raise RowProblem(f"status skipped with a label ({label!r})")
         return Annotation(path, None, SKIPPED, row)
     if not label:
-        raise _RowProblem("empty label" + ("" if status else " and no status skipped"))
+        raise RowProblem("empty label" + ("" if status else " and no status skipped"))
     return Annotation(path, label, LABELED, row)
 
 

@@ -1,7 +1,8 @@
 """Label Studio live: ``push`` a round's tasks to a Label Studio server, ``pull`` its answers back.
 
 Both talk to Label Studio's REST API through its Python SDK, ``label-studio-sdk`` (the ``studio``
-extra: ``pip install 'pal[studio]'``), with an access token from Label Studio's Account &
+extra: ``pip install -e '.[studio]'`` in a clone of pal; beside an installed pal,
+``pip install 'label-studio-sdk>=2.0,<2.1'``), with an access token from Label Studio's Account &
 Settings page: a personal access token, or a legacy token where the organization allows them
 (the SDK tells them apart and sends each the way the server expects).
 
@@ -87,15 +88,16 @@ def connect(url: str, token: str):
         from label_studio_sdk import LabelStudio
     except ImportError:
         raise ProjectError(
-            "studio: pal label push and pull need the Label Studio SDK: "
-            "pip install 'pal[studio]' (or pip install label-studio-sdk)"
+            "studio: pal label push and pull need the Label Studio SDK (pal's studio extra): "
+            "pip install -e '.[studio]' in a clone of pal, or "
+            "pip install 'label-studio-sdk>=2.0,<2.1' beside an installed pal"
         ) from None
-    with _api(url, "read the access token"):
+    with api_call(url, "read the access token"):
         return LabelStudio(base_url=url, api_key=token)
 
 
 @contextlib.contextmanager
-def _api(url: str, what: str) -> Iterator[None]:
+def api_call(url: str, what: str) -> Iterator[None]:
     """Turn the SDK's errors (an HTTP error status, a server that cannot be reached) into a
     :class:`ProjectError` that says which call failed and what the server said."""
     import httpx
@@ -131,7 +133,7 @@ def _exists(client, url: str, project_id: int) -> bool:
     """Whether the Label Studio project ``project_id`` exists (and the token may see it)."""
     from label_studio_sdk.core.api_error import ApiError
 
-    with _api(url, f"find project {project_id}"):
+    with api_call(url, f"find project {project_id}"):
         try:
             client.projects.get(project_id)
         except ApiError as err:
@@ -143,7 +145,7 @@ def _exists(client, url: str, project_id: int) -> bool:
 
 def _task_paths(client, url: str, project_id: int) -> set[str]:
     """The ``pal_path`` of every task of the Label Studio project."""
-    with _api(url, f"list the tasks of project {project_id}"):
+    with api_call(url, f"list the tasks of project {project_id}"):
         tasks = client.tasks.list(project=project_id, fields="task_only", page_size=PAGE_SIZE)
         return {(task.data or {}).get(PATH_KEY) for task in tasks} - {None}
 
@@ -176,7 +178,7 @@ def push(project: Project, url: str, token: str, round: int | None = None) -> di
         project_id = None  # deleted in Label Studio: make a new one
     created = project_id is None
     if created:
-        with _api(url, "create a project"):
+        with api_call(url, "create a project"):
             made = client.projects.create(
                 title=project.folder.name,
                 description=f"pal labeling project {project.folder}",
@@ -191,7 +193,7 @@ def push(project: Project, url: str, token: str, round: int | None = None) -> di
     new = [t for t in tasks if t["data"][PATH_KEY] not in held]
     predictions = 0
     if new:
-        with _api(url, f"import round {r}'s tasks into project {project_id}"):
+        with api_call(url, f"import round {r}'s tasks into project {project_id}"):
             response = client.projects.import_tasks(project_id, request=new)
         # the SDK's schema says predictions_count, Label Studio 1.23 answers prediction_count
         # (the response model keeps unknown fields as attributes)
@@ -201,7 +203,7 @@ def push(project: Project, url: str, token: str, round: int | None = None) -> di
     versions = [p["model_version"] for t in tasks for p in t.get("predictions", [])]
     if versions and r == rounds[-1]:
         model_version = versions[0]
-        with _api(url, f"set project {project_id}'s model version"):
+        with api_call(url, f"set project {project_id}'s model version"):
             client.projects.update(project_id, model_version=model_version)
 
     studio = project.meta[META_KEY]
@@ -243,7 +245,7 @@ def pull(project: Project, url: str, token: str) -> ImportSummary:
         # the file's name is the ledger rows' source
         file = Path(tmp) / f"label-studio-{project_id}.json"
         # as_binary: Community exports at once, Enterprise through an export job it waits for
-        with _api(url, f"export project {project_id}"):
+        with api_call(url, f"export project {project_id}"):
             data = client.projects.exports.as_binary(
                 project_id, export_type="JSON", timeout=EXPORT_TIMEOUT
             )

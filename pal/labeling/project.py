@@ -2,10 +2,13 @@
 
 Layout of ``PROJECT/``::
 
-    project.json     the manifest (absolute path and SHA-256), the class names, where the
-                     config came from (a sweep's best configuration, a run, a YAML file) and the
-                     MLflow run the rounds are logged to
-    config.yaml      the config every round trains with (plain keys of pal.config.Config)
+    project.json     the manifest the rounds load (absolute path and SHA-256), the class names,
+                     where the config came from (a sweep's best configuration, a run, a YAML
+                     file), the MLflow run the rounds are logged to, and after ``pal label add``
+                     the manifest given at init and each added one (``initial_manifest``,
+                     ``additions``: path, SHA-256, counts, the first round that could offer it)
+    config.yaml      the config every round trains with (plain keys of pal.config.Config);
+                     ``dataset`` is ``manifest:`` the manifest the rounds load
     labels.csv       the ledger, append-only: path, label, round, source, status
     rounds/001/      one folder per batch: batch.csv, tasks.json, round.json
     label_config.xml the Label Studio labeling config for the classes
@@ -14,10 +17,20 @@ Layout of ``PROJECT/``::
 The ledger is the labeling state: an image is labeled by its latest ``labeled`` row, skipped
 when its latest row is ``skipped`` (never offered again). Rows are only ever added.
 
+The pool can grow (:func:`pal.labeling.growth.add_images`): the union of the manifest and the
+added images is written as a new manifest *beside the manifest given at init*
+(``<stem>.pal-<project>-<digest>.<NNN>.csv``), because an image's identity, in the ledger and in
+the batches, is its path as the manifest writes it, relative to the manifest's folder: only a
+manifest in that folder keeps every earlier path what it was. ``project.json`` then points at it.
+
 Every write goes to a temporary file beside its target and is renamed into place, and a round
 folder is built under a temporary name and renamed whole, so a command killed at any point
-leaves the project as it was before it. A second command on the same project while one runs is
-refused (:func:`Project.lock`).
+leaves the project as it was before it. An ``add`` changes three files (the ledger, the pool
+manifest, ``project.json``), so it first writes a journal (``.add-journal.json``); a command that
+finds one (when it takes the lock) undoes the add, or finishes it when ``project.json`` was
+written already. A second command on the same project while one runs is refused
+(:func:`Project.lock`). Files and folders are made as ``open`` and ``mkdir`` make them (the
+umask decides: 0644 and 0755 under umask 022); a file rewritten keeps its mode.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -48,6 +62,7 @@ LEDGER_FILE = "labels.csv"
 ROUNDS_DIR = "rounds"
 LOCK_FILE = ".lock"
 LABEL_CONFIG_FILE = "label_config.xml"
+ADD_JOURNAL = ".add-journal.json"
 LEDGER_FIELDS = ("path", "label", "round", "source", "status")
 STATUSES = ("labeled", "skipped")
 
@@ -82,12 +97,38 @@ class LedgerRow:
         return {f: str(getattr(self, f)) for f in LEDGER_FIELDS}
 
 
+def umask() -> int:
+    """The process's umask (read without changing it where ``/proc`` tells it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_dir_like_mkdir(path: Path) -> None:
+    """Give ``path`` (a folder ``tempfile.mkdtemp`` made: 0700) the mode ``mkdir`` gives."""
+    os.chmod(path, 0o777 & ~umask())
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file beside it, flushed to disk and renamed
-    into place: a reader (or a killed writer) sees the old file or the new one, never half."""
+    into place: a reader (or a killed writer) sees the old file or the new one, never half.
+
+    The file gets the mode ``open`` would give it: the old file's when it is rewritten, else
+    0666 less the umask (``mkstemp`` alone makes it 0600, readable by its owner only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()
@@ -167,6 +208,7 @@ class Project:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.creating-", dir=folder.parent))
         try:
+            make_dir_like_mkdir(tmp)
             write_atomic(tmp / PROJECT_FILE, json.dumps(meta, indent=2) + "\n")
             write_atomic(tmp / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
             write_atomic(tmp / LEDGER_FILE, csv_text(LEDGER_FIELDS, (r.to_row() for r in initial)))
@@ -196,8 +238,19 @@ class Project:
                 "make one with pal label init"
             )
         meta = json.loads(meta_file.read_text())
+        return cls(folder, meta, cls._read_config(folder, meta))
+
+    @staticmethod
+    def _read_config(folder: Path, meta: dict[str, Any]) -> Config:
         config = Config.from_dict(yaml.safe_load((folder / CONFIG_FILE).read_text()))
-        return cls(folder, meta, config)
+        if meta.get("additions"):  # a grown pool: the manifest project.json names is the pool
+            config = config.replace(dataset=f"manifest:{meta['manifest']}")
+        return config
+
+    def reload(self) -> None:
+        """Read ``project.json`` and ``config.yaml`` again."""
+        self.meta = json.loads((self.folder / PROJECT_FILE).read_text())
+        self.config = self._read_config(self.folder, self.meta)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -206,7 +259,14 @@ class Project:
 
     @property
     def manifest(self) -> Path:
+        """The manifest the rounds load: the one given at init, or after ``pal label add`` the
+        union written beside it (so relative paths resolve from the same folder)."""
         return Path(self.meta["manifest"])
+
+    @property
+    def initial_manifest(self) -> Path:
+        """The manifest given at init."""
+        return Path(self.meta.get("initial_manifest", {}).get("path") or self.meta["manifest"])
 
     def check_manifest(self) -> None:
         """Refuse to go on when the manifest changed since ``init`` (its checksum differs):
@@ -251,7 +311,19 @@ class Project:
                     "wait for it to finish"
                 ) from None
             self._remove_temporaries()
+            self.finish_add()
             yield
+
+    def busy(self) -> bool:
+        """Whether a command holds the project's lock now (a reader that needs no lock, such
+        as ``status``, says so)."""
+        with open(self.folder / LOCK_FILE, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
 
     def _remove_temporaries(self) -> None:
         """Remove what a killed command left half-written (hidden temporary files and round
@@ -260,6 +332,58 @@ class Project:
             shutil.rmtree(leftover, ignore_errors=True)
         for leftover in [*self.folder.glob(".*.tmp"), *(self.folder / ROUNDS_DIR).glob(".*.tmp")]:
             leftover.unlink(missing_ok=True)
+
+    def finish_add(self) -> None:
+        """Undo an ``add`` that stopped before it wrote ``project.json`` (the ledger cut back to
+        its length before, the new pool manifest removed), or finish one that stopped after it
+        (``config.yaml`` pointed at the new manifest, the superseded one removed); nothing when
+        no add was interrupted. Called under the lock (by :meth:`lock`, and by ``add`` when it
+        fails)."""
+        journal_file = self.folder / ADD_JOURNAL
+        if not journal_file.is_file():
+            return
+        journal = json.loads(journal_file.read_text())
+        meta = json.loads((self.folder / PROJECT_FILE).read_text())
+        new = Path(journal["manifest"])
+        if meta["manifest"] == journal["manifest"]:  # project.json written: finish
+            self.meta = meta
+            config = Config.from_dict(yaml.safe_load((self.folder / CONFIG_FILE).read_text()))
+            if config.dataset != f"manifest:{new}":
+                config = config.replace(dataset=f"manifest:{new}")
+                write_atomic(
+                    self.folder / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False)
+                )
+            previous = Path(journal["previous"])
+            if journal.get("remove_previous") and previous != new:
+                self._drop_decoded(previous)
+                previous.unlink(missing_ok=True)
+            elif Path(self.config.data_dir).absolute() == self.folder:
+                self._drop_decoded(previous)  # the project's own cache of the init manifest
+        else:  # undo
+            ledger = self.folder / LEDGER_FILE
+            data = ledger.read_bytes()
+            if len(data) > journal["ledger_bytes"]:
+                write_atomic(ledger, data[: journal["ledger_bytes"]])
+            if str(new) != meta["manifest"]:
+                self._drop_decoded(new)
+                new.unlink(missing_ok=True)
+        for leftover in new.parent.glob(f".{new.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+        journal_file.unlink()
+        self.reload()
+
+    def _drop_decoded(self, manifest: Path) -> None:
+        """Remove the decode cache of ``manifest`` (a pool manifest an add made) under the
+        project's ``data_dir``; its key as :func:`pal.data.manifest.load_manifest` makes it."""
+        from pal.data.cache import CACHE_DIR, digest, slug
+
+        try:
+            st = manifest.stat()
+        except FileNotFoundError:
+            return
+        key = [str(manifest), st.st_size, st.st_mtime_ns, self.config.image_size]
+        name = f"manifest-{slug(manifest)}-{digest(key)}"
+        shutil.rmtree(Path(self.config.data_dir) / CACHE_DIR / name, ignore_errors=True)
 
     # ------------------------------------------------------------------ the ledger
     def ledger(self) -> list[LedgerRow]:
@@ -318,6 +442,7 @@ class Project:
             raise ProjectError(f"project: round {r} exists already ({str(final)!r})")
         tmp = Path(tempfile.mkdtemp(prefix=f".{r:03d}.writing-", dir=final.parent))
         try:
+            make_dir_like_mkdir(tmp)
             for name, content in files.items():
                 write_atomic(tmp / name, content)
             os.replace(tmp, final)

@@ -11,13 +11,14 @@ measured: a :class:`pal.results.LabelRound`), in one rename. The round is
 :class:`pal.learner.Learner`'s, the one :class:`pal.loop.Experiment` runs.
 
 With no label at all, the first batch is chosen without labels by a strategy that can
-(:attr:`pal.strategies.Strategy.label_free`; :data:`FIRST_BATCH` by default): PAL's scoring
-network learns rotations on a seeded sample of the pool (no class loss), and ``coreset`` takes
-the k-center cover of the pool in that network's features; ``pal`` takes ``S_S`` with its
-sub-queries (``lambda1`` 0: ``S_C`` needs a class head); ``random`` a seeded draw. On the
-digits demo, 50 images: coreset covered 9 classes (3-10 images each), PAL's ``S_S`` 9 but with
-38 of the 50 among the 0s, 1s and 8s, the digits that look alike turned, whose rotation is
-hardest to tell.
+(:attr:`pal.strategies.Strategy.label_free`; :data:`FIRST_BATCH` by default): ``typiclust``
+clusters the pool's downsampled, standardised pixels into ``n`` groups and takes the most typical
+image of each (Hacohen et al., ICML 2022), in seconds; ``random`` is a seeded draw; ``coreset``
+and ``pal`` train PAL's rotation network on the pool first (minutes to the better part of an
+hour on a CPU) and take the k-center cover of its features, or ``S_S``. Measured over 10 seeds
+(``benchmarks/first_batch.py``, ``docs/labeling.md``), typiclust's batches covered every class
+and matched the pool's class mix better than random draws on the digits demo and on MNIST, and as
+well as random on CIFAR-10.
 """
 
 from __future__ import annotations
@@ -26,78 +27,26 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from pal.config import Config
-from pal.data import UNKNOWN_LABEL, ImageData, load_dataset
 from pal.distributed import last_ray_run
 from pal.labeling import studio
+from pal.labeling.pool import load_pool, unlabeled_in_batch
+from pal.labeling.predict import MODEL_FILE, load_model, model_bytes, model_round, version_of
 from pal.labeling.project import Project, ProjectError, csv_text
 from pal.learner import Learner
-from pal.pool import Pool
 from pal.results import LabelRound
-from pal.stopping import plateau
+from pal.stopping import cohen_kappa, plateau, stop_set
 from pal.strategies import STRATEGIES, build_strategy, label_free_strategies
 from pal.tasks import build_task
 from pal.training import ProgressFn
 
-FIRST_BATCH = "coreset"
+FIRST_BATCH = "typiclust"
 """The strategy of a label-free first batch unless ``--strategy`` names another."""
-
-
-def load_pool(project: Project, config: Config | None = None) -> tuple[ImageData, Pool]:
-    """Decode the manifest (cached after the first time) and lay the ledger over it.
-
-    Returns the manifest's images with the project's classes (``y_train`` holds the ledger's
-    labels on the pool and the manifest's on ``val``, :data:`UNKNOWN_LABEL` elsewhere) and the
-    :class:`~pal.pool.Pool`: ``indices`` the ``pool`` split, ``val`` the ``val`` split,
-    ``labeled`` the ledger's labels in ledger order, ``closed`` what a batch offered or someone
-    skipped, so that ``unlabeled`` is what the next batch may offer.
-
-    Raises:
-        ProjectError: a ledger path or label the manifest and the classes do not know.
-    """
-    cfg = config or project.config
-    data = load_dataset(cfg.dataset, cfg.data_dir, False, cfg.image_size)
-    classes = project.classes
-    ids = list(data.ids_train)
-    index = {path: i for i, path in enumerate(ids)}
-    val = np.asarray(data.val_indices if data.val_indices is not None else [], dtype=np.int64)
-    # the manifest's labels, re-indexed to the project's classes (a superset, fixed at init)
-    remap = np.asarray([classes.index(c) for c in data.classes] + [UNKNOWN_LABEL], np.int64)
-    y_manifest = remap[data.y_train.numpy()]  # UNKNOWN_LABEL (-1) maps to the last entry
-    y = np.full(len(ids), UNKNOWN_LABEL, dtype=np.int64)
-    y[val] = y_manifest[val]
-    labels = project.labels()
-    bad = [p for p in labels if p not in index or labels[p] not in classes]
-    if bad:
-        raise ProjectError(
-            f"labels.csv: {len(bad)} rows name a path outside the manifest or an unknown class, "
-            f"e.g. {bad[:3]}"
-        )
-    labeled = np.asarray([index[p] for p in labels], dtype=np.int64)
-    y[labeled] = [classes.index(labels[p]) for p in labels]
-    in_pool = np.ones(len(ids), dtype=bool)
-    in_pool[val] = False
-    closed = [index[p] for p in project.skipped() | project.offered() if p in index]
-    pool = Pool(np.flatnonzero(in_pool), val, labeled, closed=np.asarray(closed, np.int64))
-    y_test = remap[data.y_test.numpy()] if data.y_test is not None else None
-    data = dataclasses.replace(
-        data,
-        y_train=torch.from_numpy(y),
-        y_test=torch.from_numpy(y_test) if y_test is not None else None,
-        classes=classes,
-    )
-    return data, pool
-
-
-def unlabeled_in_batch(project: Project, r: int) -> list[str]:
-    """The paths of round ``r``'s batch that are neither labeled nor skipped yet."""
-    done = set(project.labels()) | project.skipped()
-    return [row["path"] for row in project.batch(r) if row["path"] not in done]
 
 
 def next_batch(
@@ -108,6 +57,7 @@ def next_batch(
     progress: ProgressFn | None = None,
     image_url=None,
     overrides: dict[str, Any] | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> LabelRound:
     """Choose and write the next batch of ``n`` images (see the module docstring).
 
@@ -120,6 +70,8 @@ def next_batch(
         progress: per-epoch callback ``(phase, epoch, epochs)``.
         image_url: ``path -> URL`` of an image in Label Studio (default: the manifest path).
         overrides: config keys for this round only (recorded in ``round.json``).
+        stage: called with each phase's name as it starts (``load``, ``train``, ``query``,
+            ``predict``, ``write``): :class:`pal.progress.RoundDisplay`'s.
 
     Returns:
         The round's record, as written to ``round.json``.
@@ -142,6 +94,8 @@ def next_batch(
     if overrides and "dataset" in overrides:
         raise ProjectError("dataset: a project's pool is its manifest; --set cannot change it")
     cfg = project.config.replace(**(overrides or {}))
+    stage = stage or (lambda name: None)
+    stage("load")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     data, pool = load_pool(project, cfg)
@@ -188,6 +142,7 @@ def next_batch(
     model = None
     ray_before = last_ray_run()
     if not label_free:
+        stage("train")
         trained = learner.train(labeled, pool.val, r)
         model = trained.model
         timings["train"], timings["evaluate"] = trained.train_seconds, trained.eval_seconds
@@ -197,10 +152,12 @@ def next_batch(
         record.task_epoch = trained.task_epoch
         record.task_epochs = trained.task_epochs
         record.task_fit_attempts = trained.task_fit_attempts
+    stage("query")
     ctx = learner.context(pool, model, r)
     query, timings["query"] = learner.choose(build_strategy(cfg), ctx, n, label_free)
     predicted = probability = None
     if model is not None:
+        stage("predict")
         t = time.perf_counter()
         confidence, label = learner.confidence(model, ctx.unlabeled)
         record.mean_confidence = float(confidence.mean())  # over the images the query scored
@@ -208,8 +165,10 @@ def next_batch(
         predicted, probability = label[where].cpu().numpy(), confidence[where].cpu().numpy()
         timings["predict"] = time.perf_counter() - t
     curve = [project.round_record(k).val_accuracy for k in rounds] + [record.val_accuracy]
-    signal = plateau(curve)
+    signal = plateau(curve, len(pool.val))
     record.val_change, record.val_plateau = signal.change, signal.fired
+    if model is not None:
+        record.kappa = _kappa(project, learner, model, data, pool, cfg.seed)
     ray_run = last_ray_run()
     if ray_run is not None and ray_run is not ray_before:
         record.ray_scoring = dataclasses.asdict(ray_run)
@@ -221,6 +180,7 @@ def next_batch(
     record.seconds = {**timings, "total": time.perf_counter() - t0}
     record.config = cfg.to_dict()
 
+    stage("write")
     ids = data.ids_train
     scores = {k: v.float().cpu().numpy() for k, v in query.scores.items()}
     if label_free:
@@ -246,17 +206,36 @@ def next_batch(
             }
             for row in rows
         ],
-        model_version=f"pal-{name}-round-{r:03d}",
+        model_version=version_of(name, r),
     )
-    project.write_round(
-        r,
-        {
-            "batch.csv": csv_text(fields, rows),
-            "tasks.json": json.dumps(tasks, indent=1) + "\n",
-            "round.json": record.to_json(),
-        },
-    )
+    files: dict[str, str | bytes] = {
+        "batch.csv": csv_text(fields, rows),
+        "tasks.json": json.dumps(tasks, indent=1) + "\n",
+        "round.json": record.to_json(),
+    }
+    if model is not None:  # the model that comes out: pal label predict, pal label serve
+        shape = tuple(int(s) for s in data.x_train.shape[1:])
+        norm = learner.normalize
+        files[MODEL_FILE] = model_bytes(
+            model, cfg, project.classes, norm.mean, norm.std, shape, r, version_of(name, r)
+        )
+    project.write_round(r, files)
     return record
+
+
+def _kappa(project: Project, learner: Learner, model, data, pool, seed: int) -> float:
+    """Cohen's kappa of ``model``'s classes on the stop set against the model the last round
+    saved (:mod:`pal.stopping`; NaN when none did)."""
+    before = model_round(project)
+    if before is None:
+        return math.nan
+    stop = stop_set(pool.indices, seed)
+    _, now = learner.confidence(model, stop)
+    last = load_model(project, before)
+    if last.classes != project.classes or now is None:
+        return math.nan
+    then = last.predict(data.x_train[torch.as_tensor(stop)]).argmax(1)
+    return cohen_kappa(then.numpy(), now.cpu().numpy(), len(project.classes))
 
 
 def _counts(y: torch.Tensor, classes: list[str]) -> dict[str, int]:

@@ -8,18 +8,36 @@ config's ``method`` group: strategy, lambdas, sub-queries, fine-tune and normali
 backbones, epochs, learning rates, optimizer, fitting and the baselines' knobs); the data, the
 budget (the seed too) and the machine (the cluster settings and ``candidate_pool`` too) belong to
 the user's pool and computer and keep their defaults. ``--set KEY=VALUE`` overrides last.
+
+Presets (:mod:`pal.labeling.presets`): the method keys that fit the pool's kind of images,
+chosen from the decoded pool (``preset="auto"``), named (``preset="photo-small"``) or none
+(``preset="none"``). They sit under every key the user gives, key by key: preset < ``--config``
+/ ``--from-sweep`` / ``--from-run`` < ``--set``. A key the YAML file names (or that the sweep's
+best configuration or the run's params hold: every method key, as a rule) or that ``--set``
+gives is the user's; the preset fills only the method keys nobody gave. The project's
+``source`` records the preset (``source["preset"]``: its name, the keys it applied, those the
+user's own keys overrode, and why it was chosen; ``None`` with ``preset="none"``).
+
+The decode cache (``.pal-cache``) lives in the project folder: unless the user gives
+``data_dir`` (in the YAML file or with ``--set``), the project's ``data_dir`` is its own folder
+(an absolute path), so ``pal label next`` run from any directory finds the images decoded at
+``init``. The pool is decoded before the project exists (a bad manifest writes nothing) into a
+temporary folder beside it, whose cache is moved into the project once it is made.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from pal.config import Config, ConfigError, keys_in, make_config, parse_param
-from pal.data import UNKNOWN_LABEL, load_dataset
-from pal.labeling import studio
-from pal.labeling.project import LedgerRow, Project
+from pal.config import Config, ConfigError, keys_in, load_yaml, make_config, parse_param
+from pal.data import UNKNOWN_LABEL, ImageData, load_dataset
+from pal.data.cache import CACHE_DIR
+from pal.labeling import presets, studio
+from pal.labeling.project import LedgerRow, Project, ProjectError
 
 METHOD_KEYS = keys_in("method")
 """Config keys taken from a sweep's best configuration or a run's params: the ``method`` group
@@ -60,6 +78,7 @@ def init_project(
     classes: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
     tracking_uri: str | None = None,
+    preset: str | None = presets.AUTO,
 ) -> Project:
     """Make a labeling project in ``folder`` for the pool of ``manifest`` (see the module
     docstring). The manifest is decoded (and cached) now, so a bad manifest or config is an
@@ -68,20 +87,32 @@ def init_project(
     Args:
         classes: the class names, in label order (default: the manifest's labels, sorted); every
             label of the manifest must be among them.
+        preset: ``"auto"`` (the preset for the pool's images, :func:`presets.pick_preset`), a
+            preset's name (:data:`presets.PRESETS`), or ``"none"`` / ``None`` (no preset).
 
     Raises:
         ConfigError: naming the field; nothing is written.
+        ProjectError: ``folder`` exists and is not empty; nothing is written.
     """
     if sum(x is not None for x in (config, from_sweep, from_run)) > 1:
         raise ConfigError("config: give one of --config, --from-sweep and --from-run")
+    preset = presets.check_name(presets.NONE if preset is None else preset)
     manifest = Path(manifest).expanduser().resolve()
     if not manifest.is_file():
         raise ConfigError(f"pool: no such manifest file {str(manifest)!r}")
+    folder = Path(folder).expanduser().absolute()
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ProjectError(
+            f"project: {str(folder)!r} exists and is not an empty folder; give a new folder"
+        )
+    overrides = dict(overrides or {})
     source: dict[str, Any] = {"kind": "defaults"}
     method: dict[str, Any] = {}
+    given = set(overrides)  # the keys the user gave: theirs, not the preset's
     base = make_config(config) if config is not None else Config()
     if config is not None:
         source = {"kind": "yaml", "path": str(Path(config).resolve())}
+        given |= set(load_yaml(config))
     if from_sweep is not None or from_run is not None:
         from pal.tracking import check_tracking_store, resolve_tracking_uri
 
@@ -91,9 +122,53 @@ def init_project(
             method, source = method_from_sweep(from_sweep, tracking_uri)
         else:
             method, source = method_from_run(from_run, tracking_uri)
-    cfg = base.replace(**method).replace(**(overrides or {}))
+        given |= set(method)
+    cfg = base.replace(**method).replace(**overrides)
     cfg = cfg.replace(dataset=f"manifest:{manifest}")
-    data = load_dataset(cfg.dataset, cfg.data_dir, False, cfg.image_size)
+    own_cache = "data_dir" not in given
+    # beside the project, so that its cache is renamed into it (else the system's temp folder)
+    near = folder.parent if folder.parent.is_dir() else None
+    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.decoding-", dir=near))
+    try:
+        data_dir = str(scratch) if own_cache else cfg.data_dir
+        data = load_dataset(cfg.dataset, data_dir, False, cfg.image_size)
+        classes = _classes(data, classes)
+        if own_cache:
+            cfg = cfg.replace(data_dir=str(folder))
+        if preset == presets.NONE:
+            source["preset"] = None
+        else:
+            if preset == presets.AUTO:
+                choice = presets.pick_preset(data)
+            else:
+                choice = presets.preset_named(preset, data)
+            entry = presets.source_entry(choice, data, given, preset)
+            source["preset"] = entry
+            cfg = cfg.replace(**entry["keys"])
+        y = data.y_train.numpy()
+        val = set() if data.val_indices is None else {int(i) for i in data.val_indices}
+        initial = [
+            LedgerRow(path, data.classes[label], 0, "manifest", "labeled")
+            for i, (path, label) in enumerate(zip(data.ids_train, y, strict=True))
+            if label != UNKNOWN_LABEL and i not in val
+        ]
+        project = Project.create(
+            folder, manifest, cfg, classes, source, initial, studio.label_config(classes)
+        )
+        if own_cache and (scratch / CACHE_DIR).is_dir():
+            shutil.move(scratch / CACHE_DIR, folder / CACHE_DIR)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return project
+
+
+def _classes(data: ImageData, classes: list[str] | None) -> list[str]:
+    """The project's classes: ``classes`` (checked against the manifest's labels) or the
+    manifest's labels.
+
+    Raises:
+        ConfigError: not a classification pool, repeated or missing names, fewer than two.
+    """
     if data.task != "classification":
         raise ConfigError("pool: pal label labels classes (one per image)")
     found = list(data.classes)
@@ -113,20 +188,12 @@ def init_project(
             f"classes: a classification project needs two or more classes, got {classes}; the "
             "manifest's labels name them, or give them with --classes a,b,c"
         )
-    y = data.y_train.numpy()
-    val = set() if data.val_indices is None else {int(i) for i in data.val_indices}
-    initial = [
-        LedgerRow(path, data.classes[label], 0, "manifest", "labeled")
-        for i, (path, label) in enumerate(zip(data.ids_train, y, strict=True))
-        if label != UNKNOWN_LABEL and i not in val
-    ]
-    return Project.create(
-        folder, manifest, cfg, classes, source, initial, studio.label_config(classes)
-    )
+    return classes
 
 
 def project_summary(project: Project) -> str:
-    """Two lines on a project: its pool and classes, and where its config came from."""
+    """Two lines on a project (its pool and classes, and where its config came from), and a
+    third on its preset when it was made with one."""
     src = project.meta["source"]
     if src["kind"] == "sweep":
         where = f"sweep {src['name']!r} (run {src['run_id']})"
@@ -136,7 +203,10 @@ def project_summary(project: Project) -> str:
         where = src["path"]
     else:
         where = "the defaults"
-    return (
-        f"project {project.folder}: pool {project.manifest}, classes {project.classes}\n"
-        f"config from {where}: strategy {project.config.strategy}"
-    )
+    lines = [
+        f"project {project.folder}: pool {project.manifest}, classes {project.classes}",
+        f"config from {where}: strategy {project.config.strategy}",
+    ]
+    if "preset" in src:  # projects made before presets have none
+        lines.append(presets.summary_line(src["preset"]))
+    return "\n".join(lines)

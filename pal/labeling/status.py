@@ -3,8 +3,10 @@
 The status is read from the ledger and the rounds' records (``round.json``,
 :class:`pal.results.LabelRound`): labels per class, each round's batch and how much of it is
 labeled, skipped or waiting, the validation curve (written as ``status.png``), and the stopping
-signals of :mod:`pal.stopping` (the ones an experiment logs every round): the validation
-plateau and the task network's mean confidence on the images still unlabeled, at the last round.
+signals of :mod:`pal.stopping` (the ones an experiment logs every round), each from the first
+round it can be computed: the task network's mean confidence on the images still unlabeled
+(from the first trained round), the validation change and plateau (against the noise of the
+validation set), and the agreement (kappa) of successive rounds' predictions.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from typing import Any
 
 from pal.data.manifest import read_manifest
 from pal.labeling.project import Project, csv_text, write_atomic
-from pal.stopping import EPSILON, PATIENCE, plateau
+from pal.stopping import (
+    KAPPA,
+    KAPPA_WINDOW,
+    PATIENCE,
+    KappaAverage,
+    Plateau,
+    kappa_average,
+    plateau,
+)
 
 
 @dataclasses.dataclass
@@ -31,17 +41,19 @@ class Status:
         rounds: per round ``{"round", "batch", "labeled", "skipped", "waiting", "n_labeled",
             "val_accuracy", "mean_confidence", "strategy"}`` (``n_labeled`` and the metrics are
             those of the training the round's batch was chosen with).
-        plateau: the validation plateau signal (``None`` with too few rounds measured).
-        val_change: the change of validation accuracy over the last ``PATIENCE`` rounds.
-        mean_confidence: at the last round (NaN when it had no task network).
+        plateau: the validation plateau signal (:class:`pal.stopping.Plateau`).
+        kappa: the stabilizing-predictions signal (:class:`pal.stopping.KappaAverage`).
+        mean_confidence: at the last trained round (NaN before one).
+        n_val: the manifest's validation images.
     """
 
     class_counts: dict[str, int]
     skipped: int
     rounds: list[dict[str, Any]]
-    plateau: bool | None
-    val_change: float
+    plateau: Plateau
+    kappa: KappaAverage
     mean_confidence: float
+    n_val: int
 
     def text(self) -> str:
         """The status as the command prints it."""
@@ -49,23 +61,56 @@ class Status:
         lines = [f"labeled: {total} images, {self.skipped} skipped"]
         width = max((len(c) for c in self.class_counts), default=5)
         lines += [f"  {c:<{width}} {n}" for c, n in self.class_counts.items()]
-        lines.append("round  batch  labeled  skipped  waiting  trained-on  val_acc  confidence")
+        lines.append(
+            "round  batch  labeled  skipped  waiting  trained-on  val_acc  confidence  kappa"
+        )
         for r in self.rounds:
             lines.append(
                 f"{r['round']:>5}  {r['batch']:>5}  {r['labeled']:>7}  {r['skipped']:>7}  "
                 f"{r['waiting']:>7}  {r['n_labeled']:>10}  {_fmt(r['val_accuracy']):>7}  "
-                f"{_fmt(r['mean_confidence']):>10}"
+                f"{_fmt(r['mean_confidence']):>10}  {_fmt(r['kappa']):>6}"
             )
-        if self.plateau is None:
-            lines.append(f"stopping signal: needs {PATIENCE + 1} rounds with a validation accuracy")
-        else:
-            verdict = "plateau: consider stopping" if self.plateau else "still improving"
-            lines.append(
-                f"stopping signal: validation accuracy changed {self.val_change:+.4f} over the "
-                f"last {PATIENCE} rounds ({verdict}; threshold {EPSILON}); mean confidence on "
-                f"the unlabeled pool {_fmt(self.mean_confidence)}"
-            )
+        lines += self.signals()
         return "\n".join(lines)
+
+    def signals(self) -> list[str]:
+        """The stopping signals, one line each, from the first round each can be computed."""
+        if math.isnan(self.mean_confidence):
+            return ["stopping signals: none before a round trains a task network"]
+        out = [
+            f"stopping signals: mean confidence on the unlabeled pool {_fmt(self.mean_confidence)}"
+        ]
+        p = self.plateau
+        noise = f"{p.threshold:.4f}, the noise of {self.n_val} validation images"
+        if p.known:
+            verdict = "plateau: consider stopping" if p.fired else "still improving"
+            out.append(
+                f"  validation accuracy changed {p.change:+.4f} over the last {PATIENCE} rounds "
+                f"({verdict}; threshold {noise})"
+            )
+        elif p.measured >= 2:
+            out.append(
+                f"  validation accuracy changed {p.change:+.4f} over {p.measured - 1} round(s); "
+                f"the plateau check needs {PATIENCE + 1 - p.measured} more (threshold {noise})"
+            )
+        else:
+            out.append(f"  validation plateau: from the round after next ({PATIENCE + 1} needed)")
+        k = self.kappa
+        if math.isnan(k.mean):
+            out.append("  predictions' agreement (kappa): from the next round on")
+        else:
+            verdict = (
+                "stabilized: consider stopping"
+                if k.fired == 1.0
+                else "not stabilized"
+                if k.fired == 0.0
+                else f"the check needs {KAPPA_WINDOW} rounds with a kappa"
+            )
+            out.append(
+                f"  predictions' agreement with the last round's (kappa): mean {k.mean:.4f} "
+                f"over the last {KAPPA_WINDOW} at most ({verdict}; threshold {KAPPA})"
+            )
+        return out
 
 
 def project_status(project: Project) -> Status:
@@ -90,13 +135,16 @@ def project_status(project: Project) -> Status:
                 "n_labeled": record.n_labeled,
                 "val_accuracy": record.val_accuracy,
                 "mean_confidence": record.mean_confidence,
+                "kappa": record.kappa,
                 "strategy": record.strategy,
             }
         )
-    signal = plateau([r["val_accuracy"] for r in rounds])
-    fired = bool(signal.fired) if signal.known else None
-    confidence = rounds[-1]["mean_confidence"] if rounds else math.nan
-    return Status(counts, len(skipped), rounds, fired, signal.change, confidence)
+    n_val = sum(row.split == "val" for row in read_manifest(project.manifest))
+    signal = plateau([r["val_accuracy"] for r in rounds], n_val)
+    kappa = kappa_average([r["kappa"] for r in rounds])
+    trained = [r["mean_confidence"] for r in rounds if not math.isnan(r["mean_confidence"])]
+    confidence = trained[-1] if trained else math.nan
+    return Status(counts, len(skipped), rounds, signal, kappa, confidence, n_val)
 
 
 def draw_curve(status: Status, path: Path, title: str) -> None:

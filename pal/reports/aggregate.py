@@ -193,5 +193,13 @@ def stopping_costs(runs: list[dict]) -> list[StopCost]:
             rounds = sorted(run["history"]["val_accuracy"])
             for metric, values in rows.items():
                 values.append(metric_matrix([run], metric, rounds)[0])
-        out.append(stop_cost(variant, *rows.values()))
+        n_val = _int(group[0]["params"].get("val_size"))
+        out.append(stop_cost(variant, *rows.values(), n_val=n_val))
     return out
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,6 +1,13 @@
 """Query strategies, registered by name; importing this package registers the built-in ones."""
 
-from pal.strategies import baselines, coreset, dbal, pal, vaal  # noqa: F401  (registration)
+from pal.strategies import (  # noqa: F401  (registration)
+    baselines,
+    coreset,
+    dbal,
+    pal,
+    typiclust,
+    vaal,
+)
 from pal.strategies.base import (
     STRATEGIES,
     PoolExhaustedError,

@@ -27,10 +27,13 @@ from pal.training.fitting import (
     TrainingDivergedError,
     UnderfitWarning,
     accuracy,
+    console_warnings,
     fit,
+    fit_advice,
     pixel_cross_entropy,
     train_classifier,
     train_segmenter,
+    underfit_message,
     warn_underfit,
 )
 from pal.training.inference import (
@@ -76,10 +79,12 @@ __all__ = [
     "augment_with_masks",
     "batches",
     "clear_cast_cache",
+    "console_warnings",
     "cpu_has_bf16",
     "eval_chunk",
     "eval_chunks",
     "fit",
+    "fit_advice",
     "forward_profile",
     "last_level_cache_bytes",
     "map_chunks",
@@ -91,5 +96,6 @@ __all__ = [
     "resolve_speed",
     "train_classifier",
     "train_segmenter",
+    "underfit_message",
     "warn_underfit",
 ]

@@ -8,15 +8,21 @@ PAL's sub-query fine-tune, Section 3.3). :func:`train_classifier` (cross-entropy
 of logits ``[B, K, H, W]`` on masks ``uint8 [B, H, W]``) build their batches by index
 (:func:`pal.placement.take`), augment them on the device (:mod:`pal.training.transforms`) and fit.
 Also :func:`accuracy`, and the warnings and errors of training (:class:`UnderfitWarning`,
-:class:`TrainingDivergedError`).
+:class:`TrainingDivergedError`): :func:`warn_underfit` says in one line which network underfits
+and which ``--set`` keys would help (:func:`fit_advice`), and :func:`console_warnings` prints
+pal's warnings as ``warning: <message>`` lines, for the command line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TextIO
 
 import torch
 import torch.nn.functional as F
@@ -39,18 +45,106 @@ class UnderfitWarning(UserWarning):
     measures then is the training recipe as much as the data the strategy chose."""
 
 
-def warn_underfit(name: str, value: float, threshold: float, r: int) -> bool:
-    """Warn (:class:`UnderfitWarning`) and return ``True`` when ``value``, the training-set
-    metric ``name`` of a network in round ``r``, is below ``threshold``; NaN passes."""
+NETWORKS = {
+    "train_accuracy": "the task network",
+    "scoring/rotation_train_accuracy": "the scoring network's rotation head",
+    "scoring/class_train_accuracy": "the scoring network's class head",
+}
+"""The network each training-set metric held to ``fit_threshold`` measures (the console's
+words; a metric not named here is named as it is)."""
+
+
+def fit_advice(name: str, config=None) -> list[str]:
+    """The ``KEY=VALUE`` settings that would help the network of training-set metric ``name``
+    fit, with values from ``config`` (a :class:`pal.config.Config`; ``None``: the defaults):
+    more epochs (the task network's ``epochs_task_max``: retrain with doubled epochs until it
+    fits; the scoring network's ``epochs_scoring``), smaller batches (with few labels a batch of
+    64 is one or two steps an epoch) and ``model_selection=last`` (``best_val`` keeps the epoch
+    with the best validation figure, which with few labels comes before the network fits them).
+    On 100 CIFAR-10 labels these three took the task network from 0.58 to 1.0 once ``augment``
+    was ``none`` (see :mod:`pal.labeling.presets`)."""
+    if config is None:
+        from pal.config import Config
+
+        config = Config()
+    if name == "train_accuracy":
+        top = config.epochs_task_max
+        off = top is None or top <= config.epochs_task
+        more = [f"epochs_task_max={8 * config.epochs_task if off else 2 * top}"]
+    elif name.startswith("scoring/"):
+        more = [f"epochs_scoring={2 * config.epochs_scoring}"]
+    else:
+        return []
+    if config.batch_size > 16:
+        more.append(f"batch_size={max(8, config.batch_size // 4)}")
+    if config.model_selection == "best_val":
+        more.append("model_selection=last")
+    return more
+
+
+def underfit_message(
+    name: str, value: float, threshold: float, r: int, config=None, preset: str | None = None
+) -> str:
+    """One line: in round ``r`` the network of metric ``name`` fits its training set at
+    ``value`` (below ``threshold``), and the ``--set`` keys (:func:`fit_advice`) or the
+    ``preset`` (a labeling project's, :mod:`pal.labeling.presets`) that would help."""
+    network = NETWORKS.get(name, name)
+    tries = [f"--set {kv}" for kv in fit_advice(name, config)]
+    if preset:
+        tries.append(f"the preset {preset} (pal label init --preset {preset})")
+    text = (
+        f"round {r}: {network} fits its training set at {value:.3f} ({name} < fit_threshold "
+        f"{threshold:g})"
+    )
+    if tries:
+        text += ": try " + (", ".join(tries[:-1]) + " or " if len(tries) > 1 else "") + tries[-1]
+    return text
+
+
+def warn_underfit(
+    name: str, value: float, threshold: float, r: int, config=None, preset: str | None = None
+) -> bool:
+    """Warn (:class:`UnderfitWarning`, :func:`underfit_message`) and return ``True`` when
+    ``value``, the training-set metric ``name`` of a network in round ``r``, is below
+    ``threshold``; NaN passes. ``config`` sets the advice's values, ``preset`` names a preset
+    that would help."""
     if not value < threshold:
         return False
     warnings.warn(
-        f"round {r}: {name} is {value:.3f}, below fit_threshold {threshold:g}: the network "
-        "underfits its own training set (raise its epochs, lower its learning rate or dropout)",
-        UnderfitWarning,
-        stacklevel=2,
+        underfit_message(name, value, threshold, r, config, preset), UnderfitWarning, stacklevel=2
     )
     return True
+
+
+def _from_pal(category: type[Warning], filename: str) -> bool:
+    """Whether a warning is pal's: a category pal defines, or raised from pal's source."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the pal package
+    inside = os.path.abspath(filename or "").startswith(here + os.sep)
+    return getattr(category, "__module__", "").split(".")[0] == "pal" or inside
+
+
+@contextlib.contextmanager
+def console_warnings(stream: TextIO | None = None) -> Iterator[None]:
+    """Within it, pal's warnings (:class:`UnderfitWarning`, the other categories pal defines and
+    every warning raised from pal's source) print as one line ``warning: <message>`` on
+    ``stream`` (default: ``sys.stderr`` as it is then), with no source line; other warnings
+    print as Python prints them. The warning filters are not touched."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not _from_pal(category, filename):
+            return original(message, category, filename, lineno, file, line)
+        out = file or stream or sys.stderr
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # a closed stream
+            # on a terminal, over the progress line (pal.progress.RoundDisplay redraws it)
+            clear = "\r\x1b[K" if getattr(out, "isatty", lambda: False)() else ""
+            out.write(clear + "warning: " + " ".join(str(message).split()) + "\n")
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
 
 
 class TrainingDivergedError(RuntimeError):
