@@ -21,10 +21,13 @@ strategy):
   of random draws at most as far from the pool's mix; below 50: more balanced than a typical
   random draw) and its p-value (the share at least as far).
 
-Pools: ``demo`` (``pal label demo``'s digits, 1,200 8x8 PNGs, no file needed), ``cifar``
-(``/work/data/cifar3000.csv``: 3,000 CIFAR-10 JPEGs) and ``mnist`` (``/work/data/mnist3000.csv``:
-3,000 MNIST PNGs), each with its answers CSV (``--data`` moves the folder). Prints a Markdown
-table and writes JSON (``--out``).
+Pools, each a manifest of image files with its answers (the true labels of the pool rows):
+``demo`` (``pal label demo``'s digits, 1,200 8x8 PNGs, no file needed), ``cifar`` (3,000
+CIFAR-10 training JPEGs, 300 a class, from ``../shared/data/cifar10-jpeg.tar.gz``, with 10 a
+class for validation and 50 test JPEGs a class) and ``mnist`` (3,000 MNIST training images of
+``../shared/data/mnist.npz`` written as PNGs, with 100 for validation and 500 test images), both
+seeded draws; a pool whose file is absent is skipped. Prints a Markdown table and writes JSON
+(``--out``).
 """
 
 from __future__ import annotations
@@ -43,11 +46,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATA = Path("/work/data")
-POOLS = {  # name -> (manifest, answers) under --data; demo is written on the fly
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+POOLS = {  # name -> the file it is drawn from (the demo needs none)
     "demo": None,
-    "cifar": ("cifar3000.csv", "cifar3000_answers.csv"),
-    "mnist": ("mnist3000.csv", "mnist3000_answers.csv"),
+    "cifar": SHARED / "cifar10-jpeg.tar.gz",
+    "mnist": SHARED / "mnist.npz",
 }
 BATCH = {"demo": 50, "cifar": 100, "mnist": 100}
 
@@ -87,15 +90,72 @@ def read_answers(path: Path) -> dict[str, str]:
         return {row["path"]: row["label"] for row in csv.DictReader(fh)}
 
 
-def pool_files(name: str, tmp: Path, data: Path) -> tuple[Path, Path]:
-    """``(manifest, answers)`` of pool ``name`` (the demo is written under ``tmp``)."""
-    if POOLS[name] is None:
+def pool_files(name: str, tmp: Path) -> tuple[Path, Path]:
+    """``(manifest, answers)`` of pool ``name``, written under ``tmp``."""
+    if name == "demo":
         from pal.labeling.demo import write_demo
 
         demo = write_demo(tmp / "demo-files")
         return demo.manifest, demo.answers
-    manifest, answers = (data / f for f in POOLS[name])
-    return manifest, answers
+    root = tmp / f"{name}-files"
+    rows, answers = _cifar_rows(root) if name == "cifar" else _mnist_rows(root)
+    manifest, answers_csv = root / "manifest.csv", root / "answers.csv"
+    _write_csv(manifest, ["path", "label", "split"], rows)
+    _write_csv(answers_csv, ["path", "label"], answers)
+    return manifest, answers_csv
+
+
+def _cifar_rows(root: Path, per_class: int = 300, val: int = 10, test: int = 50):
+    import tarfile
+
+    with tarfile.open(POOLS["cifar"]) as tar:
+        tar.extractall(root, filter="data")
+    rng = np.random.default_rng(0)
+    rows, answers = [], []
+    for folder in sorted((root / "train").iterdir()):
+        files = sorted(folder.glob("*.jpg"))
+        files = [files[i] for i in rng.permutation(len(files))[: per_class + val]]
+        for k, f in enumerate(files):
+            path = f.relative_to(root).as_posix()
+            if k < per_class:
+                rows.append([path, "", "pool"])
+                answers.append([path, folder.name])
+            else:
+                rows.append([path, folder.name, "val"])
+        for f in sorted((root / "test" / folder.name).glob("*.jpg"))[:test]:
+            rows.append([f.relative_to(root).as_posix(), folder.name, "test"])
+    return rows, answers
+
+
+def _mnist_rows(root: Path, pool: int = 3000, val: int = 100, test: int = 500):
+    from PIL import Image
+
+    data = np.load(POOLS["mnist"])
+    names = [str(c) for c in data["classes"]]
+    chosen = np.random.default_rng(0).permutation(len(data["y_train"]))[: pool + val]
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows, answers = [], []
+    for k, i in enumerate(chosen):
+        path = f"images/train_{i:05d}.png"
+        Image.fromarray(data["x_train"][i]).save(root / path)
+        label = names[int(data["y_train"][i])]
+        if k < pool:
+            rows.append([path, "", "pool"])
+            answers.append([path, label])
+        else:
+            rows.append([path, label, "val"])
+    for i in range(test):
+        path = f"images/test_{i:05d}.png"
+        Image.fromarray(data["x_test"][i]).save(root / path)
+        rows.append([path, names[int(data["y_test"][i])], "test"])
+    return rows, answers
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def first_batch(manifest: Path, folder: Path, data_dir: Path, n: int, strategy: str, seed: int):
@@ -112,8 +172,8 @@ def first_batch(manifest: Path, folder: Path, data_dir: Path, n: int, strategy: 
     return record, [row["path"] for row in project.batch(record.round)], wall
 
 
-def bench_pool(name: str, strategies: dict[str, int], draws: int, tmp: Path, data: Path) -> dict:
-    manifest, answers_csv = pool_files(name, tmp, data)
+def bench_pool(name: str, strategies: dict[str, int], draws: int, tmp: Path) -> dict:
+    manifest, answers_csv = pool_files(name, tmp)
     answers = read_answers(answers_csv)
     classes = sorted(set(answers.values()))
     index = {c: k for k, c in enumerate(classes)}
@@ -238,7 +298,6 @@ def run(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--seeds", type=int, default=5, help="seeds where NAME has none")
     parser.add_argument("--draws", type=int, default=1000, help="random draws of the reference")
-    parser.add_argument("--data", type=Path, default=DATA, help="folder of the manifests")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     strategies = parse_strategies(
@@ -247,10 +306,10 @@ def run(argv: list[str] | None = None) -> dict:
     results = {}
     with tempfile.TemporaryDirectory(prefix="pal-bench-first-") as tmp:
         for name in args.pool or list(POOLS):
-            if POOLS[name] is not None and not (args.data / POOLS[name][0]).is_file():
-                print(f"skipped {name}: {args.data / POOLS[name][0]} is absent", file=sys.stderr)
+            if POOLS[name] is not None and not POOLS[name].is_file():
+                print(f"skipped {name}: {POOLS[name]} is absent", file=sys.stderr)
                 continue
-            results[name] = bench_pool(name, strategies, args.draws, Path(tmp), args.data)
+            results[name] = bench_pool(name, strategies, args.draws, Path(tmp))
     info = machine_info()
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ def test_components_are_the_papers_three():
 def test_the_precision_study_pairs_each_strategy_in_bf16_with_itself_in_fp32():
     job = load_job(REPO / "ablations" / "mnist_precision.py")
     strategies = {name.rsplit("-", 1)[0] for name in job.variants}
-    assert strategies == {"random", "entropy", "coreset", "dbal", "pal", "vaal"}
+    assert strategies == {"random", "entropy", "coreset", "dbal", "pal", "vaal", "typiclust"}
     assert job.pairs == {f"{s}-bf16": f"{s}-fp32" for s in strategies}
     for strategy in strategies:
         bf16, fp32 = job.variants[f"{strategy}-bf16"], job.variants[f"{strategy}-fp32"]

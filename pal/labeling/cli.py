@@ -73,6 +73,7 @@ def _cmd_add(args) -> int:
 
 def _cmd_next(args) -> int:
     from pal.distributed import connect
+    from pal.labeling.project import RUNNING_FILE
     from pal.labeling.rounds import next_batch
     from pal.labeling.runs import log_pending_rounds
     from pal.progress import RoundDisplay
@@ -119,10 +120,6 @@ def _cmd_next(args) -> int:
             run_id = log_pending_rounds(project, args.tracking_uri)
             print(f"MLflow run {run_id} (experiment 'pal-label') in {project.meta['tracking_uri']}")
     return 0
-
-
-RUNNING_FILE = ".next.json"
-"""Where a running ``pal label next`` says what it is doing (``pal label status`` reads it)."""
 
 
 def _estimate(project) -> float | None:
@@ -223,6 +220,8 @@ def _running(project) -> str:
     """What the command holding the project's lock is doing, as far as it said."""
     import json
     import time
+
+    from pal.labeling.project import RUNNING_FILE
 
     try:
         state = json.loads((project.folder / RUNNING_FILE).read_text())

@@ -61,6 +61,8 @@ CONFIG_FILE = "config.yaml"
 LEDGER_FILE = "labels.csv"
 ROUNDS_DIR = "rounds"
 LOCK_FILE = ".lock"
+RUNNING_FILE = ".next.json"
+"""Where a running ``pal label next`` says what it is doing (``pal label status`` reads it)."""
 LABEL_CONFIG_FILE = "label_config.xml"
 ADD_JOURNAL = ".add-journal.json"
 LEDGER_FIELDS = ("path", "label", "round", "source", "status")
@@ -332,6 +334,7 @@ class Project:
             shutil.rmtree(leftover, ignore_errors=True)
         for leftover in [*self.folder.glob(".*.tmp"), *(self.folder / ROUNDS_DIR).glob(".*.tmp")]:
             leftover.unlink(missing_ok=True)
+        (self.folder / RUNNING_FILE).unlink(missing_ok=True)  # a killed next's last words
 
     def finish_add(self) -> None:
         """Undo an ``add`` that stopped before it wrote ``project.json`` (the ledger cut back to

@@ -43,6 +43,7 @@ def trainable(params: dict[str, Any]) -> None:
 
     from pal.loop import Experiment
     from pal.tracking.runs import MLflowTracker
+    from pal.tracking.sweeps import retire_unfinished_trial_runs
 
     sweep = params["_sweep"]
     cell = params.get("_cell")  # an ablation study's (variant, seed)
@@ -63,6 +64,10 @@ def trainable(params: dict[str, Any]) -> None:
         run_id = saved["mlflow_run_id"]
 
     context = tune.get_context()
+    if checkpoint is None and sweep["parent_run_id"]:  # a fresh start, or one after a stop
+        retire_unfinished_trial_runs(
+            sweep["tracking_uri"], sweep["parent_run_id"], context.get_trial_id()
+        )
     tags = {
         TRIAL_ID_TAG: context.get_trial_id(),
         NODE_ID_TAG: _node_id(),

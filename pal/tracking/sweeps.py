@@ -29,6 +29,7 @@ from pal.vocabulary import (
     KIND_TAG,
     PARENT_RUN_TAG,
     SWEEP_TAG,
+    TRIAL_ID_TAG,
     TRIALS,
     VARIANT_TAG,
 )
@@ -198,3 +199,22 @@ def study_params(tracking_uri: str, parent_run_id: str) -> dict[str, str]:
 def reopen_run(tracking_uri: str, run_id: str) -> None:
     """Mark a study's parent run running again while trials are added to it."""
     MlflowClient(tracking_uri).update_run(run_id, status="RUNNING")
+
+
+def retire_unfinished_trial_runs(tracking_uri: str, parent_run_id: str, trial_id: str) -> list[str]:
+    """Move to MLflow's trash the unfinished runs of trial ``trial_id`` under ``parent_run_id``:
+    what a trial stopped before its first checkpoint left behind, before Tune starts it afresh
+    (from round 0, with the same seed) under a new run. Deleted runs stay in the store
+    (``mlflow runs restore`` brings one back; ``mlflow gc`` alone removes them). Returns their
+    ids."""
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.{PARENT_RUN_TAG} = '{parent_run_id}' and tags.`{TRIAL_ID_TAG}` = '{trial_id}' "
+        "and attributes.status != 'FINISHED'",
+    )
+    for run in runs:
+        client.set_terminated(run.info.run_id, status="KILLED")
+        client.delete_run(run.info.run_id)
+    return [run.info.run_id for run in runs]
