@@ -245,8 +245,8 @@ def write_predictions(
     Studio tasks with the predictions as pre-annotations. Returns ``(rows, model_version)``."""
     from pal.labeling import studio
 
-    model = load_model(project, round)
-    predictions = predict(project, round=model.round)
+    predictions = predict(project, round=round)  # the model and the pool, loaded once
+    version = model_version(project, round)
     labels = project.labels()
     rows = [
         {
@@ -271,9 +271,9 @@ def write_predictions(
             }
             for p in predictions
         ]
-        text = json.dumps(studio.tasks_json(items, model.version), indent=1) + "\n"
+        text = json.dumps(studio.tasks_json(items, version), indent=1) + "\n"
         write_atomic(Path(tasks), text)
-    return len(rows), model.version
+    return len(rows), version
 
 
 def round_(v: float) -> float:

@@ -191,15 +191,14 @@ class Backend:
         best = iter(zip(*probs.max(1), strict=True)) if rows else iter(())
         results = []
         for path in paths:
-            p, c = next(best) if path in index else (None, None)
-            value = {"choices": [model.classes[int(c)]]} if p is not None else None
-            region = {"from_name": from_name, "to_name": to_name, "type": "choices", "value": value}
-            prediction = {
-                "model_version": model.version,
-                "score": float(p or 0),
-                "result": [region],
-            }
-            results.append([prediction] if p is not None else [])
+            if path not in index:
+                results.append([])
+                continue
+            p, c = next(best)
+            label = model.classes[int(c)]
+            results.append(
+                [studio.prediction(label, float(p), model.version, from_name, to_name)]
+            )
         return {"results": results}
 
     def _current_model(self):

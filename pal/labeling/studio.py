@@ -193,18 +193,25 @@ def tasks_json(rows: Iterable[Mapping[str, Any]], model_version: str) -> list[di
         task: dict[str, Any] = {"data": {IMAGE_KEY: row["image"], PATH_KEY: row["path"], **extra}}
         predicted = row.get("predicted")
         if predicted is not None:
-            prediction: dict[str, Any] = {"model_version": model_version}
-            probability = row.get("probability")
-            if probability is not None:
-                prediction["score"] = float(probability)
-            prediction["result"] = [
-                {
-                    "from_name": FROM_NAME,
-                    "to_name": TO_NAME,
-                    "type": "choices",
-                    "value": {"choices": [str(predicted)]},
-                }
-            ]
-            task["predictions"] = [prediction]
+            task["predictions"] = [prediction(predicted, row.get("probability"), model_version)]
         tasks.append(task)
     return tasks
+
+
+def prediction(
+    label: str,
+    score: float | None,
+    model_version: str,
+    from_name: str = FROM_NAME,
+    to_name: str = TO_NAME,
+) -> dict[str, Any]:
+    """One Label Studio prediction: the class ``label`` chosen in the ``choices`` tag
+    ``from_name`` over the image tag ``to_name``, with its ``score`` (left out when ``None``)."""
+    out: dict[str, Any] = {"model_version": model_version}
+    if score is not None:
+        out["score"] = float(score)
+    region = {"choices": [str(label)]}
+    out["result"] = [
+        {"from_name": from_name, "to_name": to_name, "type": "choices", "value": region}
+    ]
+    return out
