@@ -2,8 +2,8 @@
 run in both precisions (``pal report mnist_precision`` pairs each ``<strategy>-bf16`` with its
 ``<strategy>-fp32`` by seed, round by round).
 
-    pal ablate ablations/mnist_precision.py          # 36 trials, 2 at a time, on CPU cores
-    pal ablate ablations/mnist_precision.py --smoke  # 12 tiny trials on digits
+    pal ablate ablations/mnist_precision.py          # 42 trials, 2 at a time, on CPU cores
+    pal ablate ablations/mnist_precision.py --smoke  # 14 tiny trials on digits
 
 The shape of ``mnist_strategies`` (the MNIST preset, an initial 2% and two queries of 1%). bf16
 means autocast with channels-last images and convolutions; fp32 means neither. It decides where

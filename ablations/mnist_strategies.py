@@ -1,8 +1,8 @@
 """The strategies compared on MNIST on CPU, 3 seeds: every verdict against random with its
 confidence interval (``pal report mnist_strategies``).
 
-    pal ablate ablations/mnist_strategies.py          # 18 trials, 2 at a time, on CPU cores
-    pal ablate ablations/mnist_strategies.py --smoke  # 6 tiny trials on digits
+    pal ablate ablations/mnist_strategies.py          # 21 trials, 2 at a time, on CPU cores
+    pal ablate ablations/mnist_strategies.py --smoke  # 7 tiny trials on digits
 
 The preset (``configs/mnist.yaml``): a seeded 10k pool of ``../shared/data/mnist.npz``, 2%
 labeled at start; here two queries of 1% (the preset's five take about three times as long).
@@ -13,9 +13,9 @@ sample; the others train without it.
 
 from _study import STRATEGIES, cpu_study, strategy_variant
 
-# the costliest first (VAAL's and PAL's trials take 10x random's on one core), so the last
-# trials to start are short ones and both cores stay busy to the end
-COST_ORDER = ("vaal", "pal", "dbal", "coreset", "entropy", "random")
+# the costliest first (VAAL's and PAL's trials take several times random's on one core), so
+# the last trials to start are short ones and both cores stay busy to the end
+COST_ORDER = ("vaal", "pal", "dbal", "coreset", "typiclust", "entropy", "random")
 
 
 def get_job():

@@ -1,6 +1,7 @@
 """Time a PAL round phase by phase, against the usual DataLoader loop; Tune overhead; GPU packing.
 
     python -m benchmarks                       # MNIST reference config (../shared/data/mnist.npz)
+    python -m benchmarks --config mnist_study  # one round of the MNIST CPU studies' shape
     python -m benchmarks --config cifar10      # CIFAR-10 JPEGs, VGG-16 / ResNet-18 (for a GPU)
     python -m benchmarks --config cifar10_tv   # the whole round against the authors' way
     python -m benchmarks --config digits       # scikit-learn's digits: seconds, no files needed
@@ -31,8 +32,10 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 import pal
+from benchmarks.floor import TARGET
 from benchmarks.naive import run_naive
 from benchmarks.phases import run_phases
 from benchmarks.segmentation import markdown as segmentation_markdown
@@ -41,6 +44,7 @@ from pal.loop import Experiment
 
 COMMON = ("task_training", "scoring_training", "scoring")  # phases both loops have
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+PRESET = Path(__file__).resolve().parents[1] / "configs" / "mnist.yaml"
 
 # the timed round: D_L = the first `initial_size` images of the experiment's unlabeled pool,
 # D_U = the rest of it
@@ -58,6 +62,13 @@ CONFIGS: dict[str, dict] = {
         "batch_size": 64,
         "eval_batch_size": 1024,
         "subqueries": 5,
+        "rounds": 1,
+    },
+    "mnist_study": {
+        # one round of the CPU studies (ablations/_study.py's cpu_study): the MNIST preset with
+        # D_L = the 2% initial pool (190 images), the preset's epochs, batch and rates
+        **{k: v for k, v in yaml.safe_load(PRESET.read_text()).items() if k != "dataset"},
+        "dataset": f"npz:{SHARED / 'mnist.npz'}",
         "rounds": 1,
     },
     "cifar10": {
@@ -178,7 +189,7 @@ def run(
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    result["pal"] = run_phases(experiment, n_labeled, repeats=3)
+    result["pal"] = run_phases(experiment, n_labeled, repeats=3, evaluate=True)
     if experiment.task.kind == "classification":  # the naive reference loop is for it alone
         result["naive"] = run_naive(experiment, n_labeled, repeats=3, subqueries=whole)
         pal_s = sum(result["pal"][p]["seconds"] for p in COMMON)
@@ -250,8 +261,51 @@ def markdown(r: dict) -> str:
         f"of its bare forward passes ({p['bare_forward']['images_per_s']:.0f} images/s bare, "
         f"{p['scoring']['images_per_s']:.0f} scored).",
     ]
+    lines += floor_lines(r)
     lines += tune_lines(r)
     return "\n".join(lines) + "\n"
+
+
+FLOOR_ROWS = (
+    ("task training", "task_training"),
+    ("evaluation (validation + test)", "evaluation"),
+    ("scoring training", "scoring_training"),
+    ("scoring the pool", "scoring"),
+    ("sub-query fine-tunes", "finetunes"),
+    ("re-scorings", "rescoring"),
+)
+TRAINING_PHASES = ("task_training", "scoring_training", "finetunes")
+
+
+def floor_lines(r: dict) -> list[str]:
+    """Each phase against its floor (:mod:`benchmarks.floor`): pal's seconds, the bare loop's,
+    and the floor's share of pal's time (:data:`benchmarks.floor.TARGET` for training)."""
+    p = r["pal"]
+    rows = [(label, key) for label, key in FLOOR_ROWS if "floor_seconds" in p.get(key, {})]
+    if not rows:
+        return []
+    lines = [
+        "",
+        f"Each phase against its floor, a bare PyTorch loop doing the same network arithmetic on "
+        f"the same tensors ({r['precision']}):",
+        "",
+        "| phase | pal s | floor s | floor / pal |",
+        "| --- | --- | --- | --- |",
+    ]
+    for label, key in rows:
+        a = p[key]
+        lines.append(
+            f"| {label} | {a['seconds']:.2f} | {a['floor_seconds']:.2f} | {a['floor_share']:.2f} |"
+        )
+    below = [key for key in TRAINING_PHASES if p.get(key, {}).get("floor_share", 1.0) < TARGET]
+    names = ", ".join(key.replace("_", " ") for key in below)
+    lines += [
+        "",
+        f"- Training phases at >= {TARGET:g} of their floor: "
+        + ("all" if not below else f"not {names}")
+        + ".",
+    ]
+    return lines
 
 
 def whole_round_markdown(r: dict) -> str:
@@ -307,6 +361,7 @@ def whole_round_markdown(r: dict) -> str:
         f"throughput of its bare forward passes ({p['bare_forward']['images_per_s']:.0f} "
         f"images/s bare, {p['scoring']['images_per_s']:.0f} scored)."
     )
+    lines += floor_lines(r)
     lines += tune_lines(r)
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,7 @@ a GPU with a known bf16 peak, model FLOP utilisation.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks import floor
 from pal import scoring
 from pal.loop import Experiment
 from pal.models import ScoringNet
@@ -31,7 +33,7 @@ from pal.pretext.base import Pretext
 from pal.pretext.simclr import SegScoringNet
 from pal.segmentation import IGNORE
 from pal.strategies.base import QueryContext
-from pal.training import eval_chunks
+from pal.training import FitSpec, eval_chunks
 
 # dense bf16 tensor-core peaks (FLOP/s), by a substring of torch.cuda.get_device_name()
 BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -112,11 +114,25 @@ def run_phases(
             task, lambda: task_loss(task(norm(x[batch])), labels[batch]), batch.numel()
         )
         out["task_training"] = _phase(seconds, cfg.epochs_task * labeled.numel(), flops, peak)
+        runtime = experiment.runtime
+        x_labeled = norm(x[labeled])  # the floors' inputs, normalised once
+        task_spec = dataclasses.replace(FitSpec.from_config(cfg, "task"), compile=False)
+        _floor(
+            out["task_training"],
+            floor.classifier_floor(task, x_labeled, labels[labeled], task_spec, runtime),
+        )
         if evaluate:  # what a round does next: the validation and test metrics
             _, seconds = timed(
                 lambda: experiment.task.evaluate(task, x, val, experiment.x_test, norm), dev
             )
             out["evaluation"] = _phase(seconds, len(val) + len(experiment.x_test))
+            bs = cfg.eval_batch_size
+            val_x = norm(x[torch.as_tensor(val, device=dev)])
+            _floor(
+                out["evaluation"],
+                floor.forward_floor(task, val_x, bs, runtime)
+                + floor.forward_floor(task, norm(experiment.x_test), bs, runtime),
+            )
 
         # the query's context, as the loop makes it; the pretext as PALStrategy.choose runs it
         ctx = QueryContext(
@@ -148,6 +164,12 @@ def run_phases(
         positions = torch.arange(batch.numel(), device=dev)  # the first batch of D_L
         flops = train_flops_per_image(net, lambda: loss(positions), batch.numel())
         out["scoring_training"] = _phase(seconds, cfg.epochs_scoring * labeled.numel(), flops, peak)
+        if pretext.name == "rotation":
+            spec = dataclasses.replace(FitSpec.from_config(cfg, "scoring"), compile=False)
+            _floor(
+                out["scoring_training"],
+                floor.rotation_floor(net, x_labeled, labels[labeled], spec, runtime),
+            )
 
         # scoring the pool vs the bare forward passes it needs, alternated, best of `repeats`
         bare = BARE_FORWARD.get(pretext.name)
@@ -162,9 +184,10 @@ def run_phases(
         if bare is not None:
             out["bare_forward"] = _phase(min(bare_s), unlabeled.numel())
             out["scoring_vs_bare_forward"] = min(bare_s) / min(score_s)
+            _floor(out["scoring"], min(bare_s))
 
         # the K - 1 sub-query fine-tunes and re-scores of the still-unchosen pool
-        out.update(time_subqueries(pretext, net, ctx, experiment.query_size))
+        out.update(time_subqueries(pretext, net, ctx, experiment.query_size, runtime))
     out["round_seconds"] = sum(
         out[k]["seconds"]
         for k in ("task_training", "scoring_training", "scoring", "subquery_finetune")
@@ -172,7 +195,9 @@ def run_phases(
     return out
 
 
-def time_subqueries(pretext: Pretext, net: torch.nn.Module, ctx: QueryContext, n: int) -> dict:
+def time_subqueries(
+    pretext: Pretext, net: torch.nn.Module, ctx: QueryContext, n: int, runtime=None
+) -> dict:
     """The sub-queries of a query of ``n`` as ``PALStrategy.choose`` runs them
     (:func:`pal.scoring.run_subqueries` on the pretext's ``finetuner``), each of the ``K - 1``
     fine-tune calls split in two: the fine-tune (the copy of the model and its ``fit``) and the
@@ -183,7 +208,9 @@ def time_subqueries(pretext: Pretext, net: torch.nn.Module, ctx: QueryContext, n
     step) and ``rescoring`` (images: the remaining pool of each step). When the whole body moves
     (``finetune_scope=all``) and the pretext has a bare reference (:data:`RESCORE_BARE`), the
     bare forward passes of each re-scored pool are timed right after it, with the fine-tuned
-    network: ``rescoring_bare_forward`` and ``rescoring_vs_bare_forward``.
+    network: ``rescoring_bare_forward`` and ``rescoring_vs_bare_forward``. With ``runtime`` (a
+    rotation pretext), each step's fine-tune and re-score also get their floor
+    (:mod:`benchmarks.floor`).
     """
     cfg, dev = ctx.config, ctx.device
     sizes = scoring.subquery_sizes(n, cfg.subqueries) if cfg.lambda2 > 0 else [n]
@@ -225,6 +252,8 @@ def time_subqueries(pretext: Pretext, net: torch.nn.Module, ctx: QueryContext, n
                     lambda: bare(finetuner.model, ctx.x[rest], ctx.normalize, cfg.eval_batch_size),
                     dev,
                 )
+            if runtime is not None and pretext.name == "rotation":
+                step.update(_subquery_floor(net, scores, ctx, picked, remaining, runtime))
             steps.append(step)
             return s_d
 
@@ -251,11 +280,53 @@ def time_subqueries(pretext: Pretext, net: torch.nn.Module, ctx: QueryContext, n
             "steps": len(steps),
         }
         out["rescoring"] = {**_phase(rescore_s, rescored), "steps": len(steps)}
+        if all("finetune_floor" in s for s in steps):
+            _floor(out["finetunes"], sum(s["finetune_floor"] for s in steps))
+            _floor(out["rescoring"], sum(s["rescore_floor"] for s in steps))
         if all("bare_seconds" in s for s in steps):
             bare_s = sum(s["bare_seconds"] for s in steps)
             out["rescoring_bare_forward"] = _phase(bare_s, rescored)
             out["rescoring_vs_bare_forward"] = bare_s / rescore_s
     return out
+
+
+def _subquery_floor(net, scores, ctx, picked, remaining, runtime) -> dict[str, float]:
+    """The floors of one rotation fine-tune on the ``picked`` samples and of the re-score of the
+    ``remaining`` ones: the linear head on the cached features (``finetune_scope=head``), or
+    the network but its class head on the images (``all``; the re-score's floor is its bare
+    forward passes)."""
+    cfg = ctx.config
+    spec = FitSpec.finetune(cfg)
+    if scores.features is not None:
+        return {
+            "finetune_floor": floor.head_floor(
+                net.rotation_head, scores.features[picked], spec, runtime
+            ),
+            "rescore_floor": floor.head_forward_floor(
+                net.rotation_head, scores.features[remaining], runtime
+            ),
+        }
+    images = ctx.normalize(ctx.x[ctx.unlabeled[picked]])
+
+    def trained(m):
+        return [p for name, p in m.named_parameters() if not name.startswith("class_head")]
+
+    rest = ctx.unlabeled[remaining]
+    _, bare_s = timed(
+        lambda: bare_rotation_forward(net, ctx.x[rest], ctx.normalize, cfg.eval_batch_size),
+        ctx.device,
+    )
+    return {
+        "finetune_floor": floor.rotation_floor(net, images, None, spec, runtime, trained),
+        "rescore_floor": bare_s,
+    }
+
+
+def _floor(phase: dict, floor_seconds: float) -> None:
+    """Add the phase's floor (:mod:`benchmarks.floor`): its seconds and the floor's share of
+    pal's time."""
+    phase["floor_seconds"] = floor_seconds
+    phase["floor_share"] = floor.share(floor_seconds, phase["seconds"])
 
 
 # ------------------------------------------------------------------ the bare references

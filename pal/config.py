@@ -130,6 +130,7 @@ class Config:
     scoring_backbone: str = _method("cnn")
     epochs_task: int = _method(30)
     epochs_scoring: int = _method(30)
+    epochs_scoring_warm: int | None = _method(None)
     lr_task: float = _method(0.05)
     lr_scoring: float = _method(0.05)
     optimizer: str = _method("sgd", choices=("sgd", "adam"))
@@ -440,6 +441,11 @@ def _check_ranges(c: Config) -> None:
     need(c.simclr_temperature > 0.0, "simclr_temperature", "> 0")
     need(c.epochs_task >= 1, "epochs_task", ">= 1")
     need(c.epochs_scoring >= 1, "epochs_scoring", ">= 1")
+    need(
+        c.epochs_scoring_warm is None or c.epochs_scoring_warm >= 1,
+        "epochs_scoring_warm",
+        "null (the scoring network from scratch every query) or >= 1",
+    )
     need(c.lr_task > 0.0, "lr_task", "> 0")
     need(c.lr_scoring > 0.0, "lr_scoring", "> 0")
     need(0.0 <= c.momentum < 1.0, "momentum", "in [0, 1)")

@@ -16,11 +16,12 @@ from tests.helpers import pixels_of
 STUDIES = sorted(p for p in (REPO / "ablations").glob("*.py") if not p.name.startswith("_"))
 
 
-def test_the_eleven_studies_exist():
+def test_the_twelve_studies_exist():
     assert {p.stem for p in STUDIES} == {
         "stopping",
         "mnist_strategies",
         "mnist_precision",
+        "mnist_precision_one_query",
         "mnist_components",
         "components",
         "backbones",
@@ -71,6 +72,21 @@ def test_the_precision_study_pairs_each_strategy_in_bf16_with_itself_in_fp32():
         assert bf16.pop("memory_format") == "channels_last"
         assert fp32.pop("memory_format") == "contiguous"
         assert bf16 == fp32  # nothing else differs
+
+
+def test_the_one_query_precision_study_is_the_long_strategies_and_a_layout_control():
+    full = load_job(REPO / "ablations" / "mnist_precision.py")
+    job = load_job(REPO / "ablations" / "mnist_precision_one_query.py")
+    assert job.base == {**full.base, "rounds": 1}
+    control = "pal-fp32-channels_last"
+    strategies = ("pal", "vaal", "typiclust")
+    assert set(job.variants) == {f"{s}-{p}" for s in strategies for p in ("fp32", "bf16")} | {
+        control
+    }
+    for name in set(job.variants) - {control}:
+        assert job.variants[name] == full.variants[name]
+    assert job.variants[control] == {**job.variants["pal-fp32"], "memory_format": "channels_last"}
+    assert job.pairs == {**{f"{s}-bf16": f"{s}-fp32" for s in strategies}, control: "pal-fp32"}
 
 
 def test_only_dbal_carries_dropout_in_the_strategy_studies():

@@ -116,6 +116,40 @@ def test_resume_from_state_matches_an_uninterrupted_run():
     assert resumed.finished
 
 
+def test_warm_start_carries_the_scoring_network_and_resumes_with_it(tmp_path):
+    """``epochs_scoring_warm``: the first query trains the scoring network from scratch, the
+    second from the first's weights; a resume after round 1 that is given the strategy's state
+    (what a trial's checkpoint saves in ``strategy.pt``) makes the uninterrupted run's queries,
+    and one that is not would differ (the state is what the second query starts from)."""
+    import torch
+
+    from pal.sweeps.trial import STRATEGY_FILE
+
+    config = pal.make_config(**FAST, strategy="pal", seed=4, epochs_scoring_warm=1)
+    straight = pal.run_experiment(config).rounds
+    assert [r.query_metrics["scoring/warm_start"] for r in straight[1:]] == [0.0, 1.0]
+    cold = pal.run_experiment(config.replace(epochs_scoring_warm=None)).rounds
+    assert straight[1].selected == cold[1].selected  # the first query is the paper's
+    assert "scoring/warm_start" not in cold[2].query_metrics
+    assert straight[2].selected != cold[2].selected
+
+    first = Experiment(config)
+    first.run_round()  # round 0, then the first query
+    torch.save(first.strategy.state_dict(), tmp_path / STRATEGY_FILE)
+    state = json.loads(json.dumps(first.state_dict()))
+    resumed = Experiment(config)
+    resumed.strategy.load_state_dict(torch.load(tmp_path / STRATEGY_FILE, weights_only=True))
+    resumed.load_state_dict(state)
+    rest = list(resumed.rounds())
+    assert [r.selected for r in rest] == [r.selected for r in straight[1:]]
+    assert rest[-1].query_metrics["scoring/warm_start"] == 1.0
+    without = Experiment(config)
+    without.load_state_dict(state)
+    last = list(without.rounds())[-1]
+    assert last.query_metrics["scoring/warm_start"] == 0.0
+    assert last.selected != straight[2].selected
+
+
 def test_checkpoint_from_another_seed_is_refused():
     a = Experiment(pal.make_config(**FAST, strategy="random", seed=1, label_noise=0.5))
     a.run_round()

@@ -48,8 +48,11 @@ def test_strategies_say_whether_they_held_bf16_on_cpu():
     from pal.strategies import STRATEGIES, cpu_bf16_proven
 
     held = {n for n in STRATEGIES.names() if STRATEGIES.get(n).cpu_bf16}
-    assert held == {"random", "entropy", "coreset", "dbal"}  # docs/performance.md's study
-    assert not cpu_bf16_proven()  # PAL and VAAL are still to be measured
+    classification = {n for n in STRATEGIES.names() if "classification" in STRATEGIES.get(n).tasks}
+    # docs/performance.md's precision studies: every classification strategy held
+    assert held == classification >= {"random", "entropy", "coreset", "dbal", "pal", "vaal",
+                                      "typiclust"}  # fmt: skip
+    assert cpu_bf16_proven()
 
 
 def test_cpu_bf16_units_are_read_from_torch():
@@ -205,7 +208,7 @@ def test_benchmark_runs_and_writes_its_tables(tmp_path, capsys):
     )
     assert pal_r["subquery_finetune"]["steps"] == 2  # K = 3
     assert result["machine"]["cpus"] >= 1
-    rows = _table_rows(table)
+    rows = _table_rows(table.split("Each phase against its floor")[0])
     assert rows["phase"] == ["pal s", "pal images/s", "naive s", "naive images/s", "speed-up",
                              "model TFLOP/s", "MFU"]  # fmt: skip
     for phase in common:
@@ -216,6 +219,31 @@ def test_benchmark_runs_and_writes_its_tables(tmp_path, capsys):
     assert "sub-query fine-tunes (2, scope head)" in rows
     assert f"**{result['speedup_vs_naive']:.2f}x** faster" in table
     assert "of the throughput of its bare forward" in table
+    _check_floors(pal_r, table, ("task_training", "evaluation", "scoring_training", "scoring",
+                                 "finetunes", "rescoring"))  # fmt: skip
+
+
+def _check_floors(p: dict, table: str, phases: tuple[str, ...]) -> None:
+    """Every phase of ``phases`` has its floor (``benchmarks.floor``): finite seconds, the
+    share ``floor / pal`` of its own figures, a row of the floor table; the line under it names
+    the training phases below the target."""
+    from benchmarks.__main__ import FLOOR_ROWS, TRAINING_PHASES
+    from benchmarks.floor import TARGET
+
+    labels = dict((key, label) for label, key in FLOOR_ROWS)
+    rows = _table_rows(table.split("Each phase against its floor")[1])
+    for phase in phases:
+        a = p[phase]
+        assert math.isfinite(a["floor_seconds"]) and a["floor_seconds"] > 0, phase
+        assert a["floor_share"] == pytest.approx(a["floor_seconds"] / a["seconds"]), phase
+        assert rows[labels[phase]] == [
+            f"{a['seconds']:.2f}",
+            f"{a['floor_seconds']:.2f}",
+            f"{a['floor_share']:.2f}",
+        ], phase
+    below = [k for k in TRAINING_PHASES if k in phases and p[k]["floor_share"] < TARGET]
+    line = "all" if not below else "not " + ", ".join(k.replace("_", " ") for k in below)
+    assert f"Training phases at >= {TARGET:g} of their floor: {line}." in table
 
 
 def test_segmentation_benchmark_runs_and_writes_its_tables(tmp_path, capsys):
@@ -287,6 +315,9 @@ def test_whole_round_benchmark_times_the_subqueries_on_both_sides(tmp_path, caps
     result, table = _whole_round(tmp_path, capsys, "digits", settings, "--whole-round")
     _whole_round_checks(result, table, steps=2)  # K = 3
     assert result["pal"]["subquery_finetune"]["start"] == "restart"
+    # the whole network fine-tuned: its floor trains the network, the re-score's is bare forward
+    _check_floors(result["pal"], table, ("task_training", "scoring_training", "finetunes",
+                                         "rescoring"))  # fmt: skip
 
 
 @pytest.mark.slow

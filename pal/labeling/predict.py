@@ -65,6 +65,8 @@ class SavedModel:
         mean / std: the normaliser's channel statistics, ``float [1, C, 1, 1]``.
         round: the round that trained it.
         version: its name in Label Studio's predictions (``pal-<strategy>-round-NNN``).
+        precision / channels_last: how the round ran it (``bf16`` autocast and channels-last
+            images where ``precision: auto`` chose them), so its predictions are the round's.
     """
 
     network: nn.Module
@@ -74,6 +76,8 @@ class SavedModel:
     std: torch.Tensor
     round: int
     version: str
+    precision: str = "fp32"
+    channels_last: bool = False
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor | np.ndarray, batch_size: int = 256) -> torch.Tensor:
@@ -86,10 +90,12 @@ class SavedModel:
                 f"images: expected uint8 [N, {want[0]}, H, W], got {x.dtype} {list(x.shape)}"
             )
         self.network.eval()
-        out = [
-            torch.softmax(self.network((c.float() / 255.0 - self.mean) / self.std).float(), 1)
-            for c in x.split(batch_size)
-        ]
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        out = []
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            for c in x.split(batch_size):
+                images = ((c.float() / 255.0 - self.mean) / self.std).contiguous(memory_format=fmt)
+                out.append(torch.softmax(self.network(images).float(), 1))
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
 
@@ -102,8 +108,11 @@ def model_bytes(
     image_shape: tuple[int, int, int],
     round: int,
     version: str,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> bytes:
-    """The content of :data:`MODEL_FILE` for ``network`` (``image_shape``: ``(C, H, W)``)."""
+    """The content of :data:`MODEL_FILE` for ``network`` (``image_shape``: ``(C, H, W)``;
+    ``precision`` and ``channels_last``: how the round ran it)."""
     import io
 
     state = {
@@ -120,6 +129,8 @@ def model_bytes(
         "image_shape": [int(s) for s in image_shape],
         "round": int(round),
         "version": version,
+        "precision": precision,
+        "channels_last": bool(channels_last),
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -155,6 +166,8 @@ def load_model_file(path: str | os.PathLike) -> SavedModel:
         torch.tensor(payload["std"]).view(shape),
         int(payload["round"]),
         str(payload["version"]),
+        str(payload.get("precision", "fp32")),
+        bool(payload.get("channels_last", False)),
     )
 
 

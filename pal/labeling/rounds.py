@@ -216,8 +216,18 @@ def next_batch(
     if model is not None:  # the model that comes out: pal label predict, pal label serve
         shape = tuple(int(s) for s in data.x_train.shape[1:])
         norm = learner.normalize
+        runtime = learner.runtime
         files[MODEL_FILE] = model_bytes(
-            model, cfg, project.classes, norm.mean, norm.std, shape, r, version_of(name, r)
+            model,
+            cfg,
+            project.classes,
+            norm.mean,
+            norm.std,
+            shape,
+            r,
+            version_of(name, r),
+            runtime.precision,
+            runtime.memory_format == torch.channels_last,
         )
     project.write_round(r, files)
     return record

@@ -107,6 +107,15 @@ class Strategy(abc.ABC):
     def __init__(self, config: Config):
         self.config = config
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the strategy carries from one query to the next (tensors allowed; a trial's
+        checkpoint saves it with ``torch.save``): nothing by default."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s ``state``; strategies without state ignore it."""
+        return None
+
     @classmethod
     def check_config(
         cls,

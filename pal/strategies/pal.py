@@ -4,7 +4,9 @@ One query, the same for every task; what the task changes is the pretext task
 (:func:`pal.pretext.pretext_for`: rotation prediction for classification, SimCLR for
 segmentation):
 
-1. build and train a scoring network (pretext head + class head) from scratch on ``D_L``;
+1. build and train a scoring network (pretext head + class head) from scratch on ``D_L`` (with
+   ``epochs_scoring_warm``, from the second query on: from the last query's scoring network,
+   for that many epochs);
 2. score the unlabeled pool once: ``S_S`` (Eq. 1 or 2) and ``S_C`` (Eq. 3), with their Pearson
    and Spearman correlation as the query's metrics (Table 1);
 3. split the query into ``K`` sub-queries; the first takes the top ``S_S + lambda1 S_C``; before
@@ -57,6 +59,19 @@ class PALStrategy(Strategy):
 
     tasks = _PretextTasks()
     label_free = True
+    cpu_bf16 = True
+
+    def __init__(self, config):
+        super().__init__(config)
+        # the last query's scoring network (state dict on the CPU), kept for a warm start
+        self._scoring_state: dict[str, torch.Tensor] | None = None
+
+    def state_dict(self) -> dict:
+        """The last query's scoring network, with ``epochs_scoring_warm`` set (else nothing)."""
+        return {} if self._scoring_state is None else {"scoring_network": self._scoring_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._scoring_state = state.get("scoring_network")
 
     @classmethod
     def check_config(
@@ -75,7 +90,12 @@ class PALStrategy(Strategy):
         its training settings from ``ctx.config`` (the config this strategy was built with)."""
         cfg = self.config
         keep = cfg.finetune_scope == "head" and len(_sizes(cfg, n)) > 1
-        scored = score_pool(ctx, keep)
+        warm = ctx.config.epochs_scoring_warm is not None
+        scored = score_pool(ctx, keep, self._scoring_state if warm else None)
+        if warm:
+            self._scoring_state = {
+                k: v.detach().to("cpu", copy=True) for k, v in scored.net.state_dict().items()
+            }
         selection = select(scored, ctx, n)
         metrics = {**scored.metrics, **selection.diagnostics}
         metrics.update(warn_dominance(selection.diagnostics, cfg))
@@ -134,16 +154,29 @@ class ScoredPool:
     fit_keys: tuple[str, ...]
 
 
-def score_pool(ctx: QueryContext, keep: bool) -> ScoredPool:
+def score_pool(
+    ctx: QueryContext, keep: bool, start: dict[str, torch.Tensor] | None = None
+) -> ScoredPool:
     """Train the scoring network of ``ctx.task``'s pretext on ``D_L`` and score ``ctx.unlabeled``
-    (with ``keep``, also the features a head-only fine-tune reads)."""
+    (with ``keep``, also the features a head-only fine-tune reads).
+
+    ``start``: a warm start, the state dict of an earlier scoring network of the same shape,
+    trained on for ``epochs_scoring_warm`` epochs instead of ``epochs_scoring`` from the init
+    (same rate, schedule, selection and fit threshold)."""
     pretext = pretext_for(ctx.task)
     net = pretext.build(ctx)
-    fitted = pretext.train(net, ctx)
+    train_ctx = ctx
+    if start is not None:
+        net.load_state_dict(start)
+        epochs = ctx.config.epochs_scoring_warm or ctx.config.epochs_scoring
+        train_ctx = dataclasses.replace(ctx, config=ctx.config.replace(epochs_scoring=epochs))
+    fitted = pretext.train(net, train_ctx)
     fit_metrics, fit_keys = pretext.fit_metrics(net, ctx)
     scores = pretext.score(net, ctx, keep)
     metrics = scoring.table1_correlations(scores.s_s, scores.s_c)
     metrics.update(fit_metrics, **{"scoring/epoch": float(fitted.chosen_epoch)})
+    if ctx.config.epochs_scoring_warm is not None:
+        metrics["scoring/warm_start"] = float(start is not None)
     return ScoredPool(net, scores, metrics, tuple(fit_keys))
 
 

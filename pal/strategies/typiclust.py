@@ -63,6 +63,7 @@ class TypiClustStrategy(Strategy):
     k-means clusters not yet covered by a labeled point. See the module docstring."""
 
     label_free = True
+    cpu_bf16 = True
 
     def choose(self, ctx: QueryContext, n: int) -> Query:
         """On the task network's features of ``D_L`` and ``D_U``: ``|D_L| + n`` clusters, the

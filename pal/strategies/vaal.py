@@ -213,6 +213,8 @@ def labeled_probability(
 class VAALStrategy(Strategy):
     """VAE + adversarial discriminator; query the least "labeled-looking" pool samples."""
 
+    cpu_bf16 = True
+
     def choose(self, ctx: QueryContext, n: int) -> Query:
         cfg = self.config
         channels, h, w = ctx.x.shape[1:]

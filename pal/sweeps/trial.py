@@ -3,7 +3,8 @@
 Part of :mod:`pal.sweeps`, the only package of ``pal`` that imports Ray Tune (here when a trial
 runs, in its worker). A trial runs a whole experiment through the same
 :class:`pal.loop.Experiment` as ``pal.run_experiment``; it reports and checkpoints after every
-round (the experiment's state, the validation history and the MLflow run id), so a trial that
+round (the experiment's state, the validation history, the MLflow run id and, in
+:data:`STRATEGY_FILE`, what the strategy carries between queries), so a trial that
 dies resumes at its last finished round and logs into the same MLflow run
 (:class:`pal.tracking.runs.MLflowTracker`). Every trial's MLflow run is tagged with the node it
 ran on (``ray.node_id``, ``ray.node``, ``ray.node_ip``).
@@ -29,6 +30,10 @@ from pal.vocabulary import (
     TRIAL_ID_TAG,
     VARIANT_TAG,
 )
+
+STRATEGY_FILE = "strategy.pt"
+"""The checkpoint's file of the strategy's :meth:`~pal.strategies.Strategy.state_dict` (PAL's
+last scoring network with ``epochs_scoring_warm``), written only when it holds something."""
 
 
 def trainable(params: dict[str, Any]) -> None:
@@ -60,6 +65,9 @@ def trainable(params: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             saved = json.loads((Path(folder) / "state.json").read_text())
+            strategy_file = Path(folder) / STRATEGY_FILE
+            if strategy_file.exists():  # what the strategy carries between queries
+                experiment.strategy.load_state_dict(torch.load(strategy_file, weights_only=True))
         experiment.load_state_dict(saved["experiment"])
         run_id = saved["mlflow_run_id"]
 
@@ -97,6 +105,9 @@ def trainable(params: dict[str, Any]) -> None:
             with tempfile.TemporaryDirectory() as folder:
                 state = {"experiment": experiment.state_dict(), "mlflow_run_id": tracker.run_id}
                 (Path(folder) / "state.json").write_text(json.dumps(state))
+                strategy_state = experiment.strategy.state_dict()
+                if strategy_state:
+                    torch.save(strategy_state, Path(folder) / STRATEGY_FILE)
                 checkpoint = tune.Checkpoint.from_directory(folder)
                 tune.report(record.metrics(), checkpoint=checkpoint)
             _fault_hook(sweep.get("fault"), record.round)
