@@ -122,17 +122,21 @@ def run_phases(
             floor.classifier_floor(task, x_labeled, labels[labeled], task_spec, runtime),
         )
         if evaluate:  # what a round does next: the validation and test metrics
-            _, seconds = timed(
-                lambda: experiment.task.evaluate(task, x, val, experiment.x_test, norm), dev
-            )
-            out["evaluation"] = _phase(seconds, len(val) + len(experiment.x_test))
+            # best of `repeats`, as scoring: the first pass over new shapes builds the kernels
             bs = cfg.eval_batch_size
-            val_x = norm(x[torch.as_tensor(val, device=dev)])
-            _floor(
-                out["evaluation"],
-                floor.forward_floor(task, val_x, bs, runtime)
-                + floor.forward_floor(task, norm(experiment.x_test), bs, runtime),
-            )
+            val_x, test_x = norm(x[torch.as_tensor(val, device=dev)]), norm(experiment.x_test)
+            eval_s, floor_s = [], []
+            for _ in range(max(1, repeats)):
+                _, seconds = timed(
+                    lambda: experiment.task.evaluate(task, x, val, experiment.x_test, norm), dev
+                )
+                eval_s.append(seconds)
+                floor_s.append(
+                    floor.forward_floor(task, val_x, bs, runtime)
+                    + floor.forward_floor(task, test_x, bs, runtime)
+                )
+            out["evaluation"] = _phase(min(eval_s), len(val) + len(experiment.x_test))
+            _floor(out["evaluation"], min(floor_s))
 
         # the query's context, as the loop makes it; the pretext as PALStrategy.choose runs it
         ctx = QueryContext(
