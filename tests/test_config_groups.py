@@ -49,6 +49,7 @@ OTHER = dict(
     scoring_backbone="resnet18",
     epochs_task=12,
     epochs_scoring=9,
+    epochs_scoring_warm=3,
     lr_task=1e-05,
     lr_scoring=0.1 + 0.2,  # a float whose shortest repr has 17 digits
     optimizer="adam",
