@@ -146,7 +146,10 @@ def test_train_accuracy_is_the_task_networks_accuracy_on_the_labeled_set():
         warnings.simplefilter("error", UnderfitWarning)  # threshold 0: no warning
         record = exp.run_round()
     labeled = torch.as_tensor(exp.pool.labeled)
-    logits = pal.training.predict_logits(exp.task_model, exp.x_train[labeled], exp.normalize, 64)
+    with exp.runtime.autocast():  # the precision the round ran in (bf16 where auto chose it)
+        logits = pal.training.predict_logits(
+            exp.task_model, exp.x_train[labeled], exp.normalize, exp.config.eval_batch_size
+        )
     expected = float((logits.argmax(1) == exp.task.labels[labeled]).float().mean())
     assert record.train_accuracy == pytest.approx(expected)
     assert record.underfit == []
