@@ -30,7 +30,8 @@ TARGET = 0.9
 """A training phase should run at >= 90% of its floor's speed (floor seconds / pal seconds)."""
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on a CPU), so a clock reads finished work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -57,7 +58,7 @@ def train_floor(
     steps = _epochs(n, spec.batch_size, spec.epochs, device)
     model.train()
     optimizer = spec.make_optimizer(params if params is not None else model.parameters())
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for positions in steps:
         with runtime.autocast():
@@ -67,7 +68,7 @@ def train_floor(
         optimizer.step()
         if torch.is_autocast_enabled(device.type):  # inside an outer autocast: recast weights
             torch.clear_autocast_cache()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start
 
 
@@ -137,23 +138,23 @@ def forward_floor(model: nn.Module, x: torch.Tensor, batch_size: int, runtime: R
     pal's inference chunks (:func:`pal.training.eval_chunk`), each reduced to its argmax."""
     model.eval()
     chunk = eval_chunk(model, x, batch_size)
-    _sync(runtime.device)
+    sync(runtime.device)
     start = time.perf_counter()
     with runtime.autocast():
         for part in x.split(chunk):
             model(part).argmax(1)
-    _sync(runtime.device)
+    sync(runtime.device)
     return time.perf_counter() - start
 
 
 @torch.inference_mode()
 def head_forward_floor(head: nn.Module, features: torch.Tensor, runtime: Runtime) -> float:
     """A re-score's network work on cached features ``[R, 4, d]``: the head and a softmax."""
-    _sync(runtime.device)
+    sync(runtime.device)
     start = time.perf_counter()
     with runtime.autocast():
         torch.softmax(head(features.flatten(0, 1)).float(), 1)
-    _sync(runtime.device)
+    sync(runtime.device)
     return time.perf_counter() - start
 
 

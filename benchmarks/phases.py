@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import floor
+from benchmarks.floor import sync
 from pal import scoring
 from pal.loop import Experiment
 from pal.models import ScoringNet
@@ -37,11 +38,6 @@ from pal.training import FitSpec, eval_chunks
 
 # dense bf16 tensor-core peaks (FLOP/s), by a substring of torch.cuda.get_device_name()
 BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn, device: torch.device) -> tuple[Any, float]:
@@ -257,7 +253,7 @@ def time_subqueries(
                     dev,
                 )
             if runtime is not None and pretext.name == "rotation":
-                step.update(_subquery_floor(net, scores, ctx, picked, remaining, runtime))
+                step.update(_subquery_floor(net, scores, ctx, picked, remaining, step, runtime))
             steps.append(step)
             return s_d
 
@@ -294,13 +290,12 @@ def time_subqueries(
     return out
 
 
-def _subquery_floor(net, scores, ctx, picked, remaining, runtime) -> dict[str, float]:
+def _subquery_floor(net, scores, ctx, picked, remaining, step, runtime) -> dict[str, float]:
     """The floors of one rotation fine-tune on the ``picked`` samples and of the re-score of the
     ``remaining`` ones: the linear head on the cached features (``finetune_scope=head``), or
     the network but its class head on the images (``all``; the re-score's floor is its bare
-    forward passes)."""
-    cfg = ctx.config
-    spec = FitSpec.finetune(cfg)
+    forward passes, which ``step`` already timed as ``bare_seconds``)."""
+    spec = FitSpec.finetune(ctx.config)
     if scores.features is not None:
         return {
             "finetune_floor": floor.head_floor(
@@ -315,14 +310,9 @@ def _subquery_floor(net, scores, ctx, picked, remaining, runtime) -> dict[str, f
     def trained(m):
         return [p for name, p in m.named_parameters() if not name.startswith("class_head")]
 
-    rest = ctx.unlabeled[remaining]
-    _, bare_s = timed(
-        lambda: bare_rotation_forward(net, ctx.x[rest], ctx.normalize, cfg.eval_batch_size),
-        ctx.device,
-    )
     return {
         "finetune_floor": floor.rotation_floor(net, images, None, spec, runtime, trained),
-        "rescore_floor": bare_s,
+        "rescore_floor": step["bare_seconds"],
     }
 
 
